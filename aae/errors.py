@@ -1,0 +1,45 @@
+"""The library's exceptions. Only the service maps them to HTTP, in one place."""
+
+
+class AAEError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class DatasetError(AAEError):
+    """A dataset cannot be used."""
+
+
+class DatasetNotFound(DatasetError):
+    """A dataset file is missing and could not be downloaded."""
+
+
+class DatasetCorrupt(DatasetError):
+    """A dataset file exists but is truncated, of the wrong format or fails its checksum."""
+
+
+class InvalidName(AAEError, ValueError):
+    """A model name, version or alias is not acceptable (e.g. it could escape the store)."""
+
+
+class CheckpointNotFound(AAEError, LookupError):
+    """No such model, version or alias in the checkpoint store."""
+
+
+class CheckpointCorrupt(AAEError):
+    """A published version cannot be read back."""
+
+
+class AliasInUse(AAEError):
+    """A version cannot be deleted while an alias points at it."""
+
+
+class CapabilityError(AAEError):
+    """The model cannot do what was asked (e.g. classify without a categorical head)."""
+
+
+class InvalidInput(AAEError, ValueError):
+    """Inputs to a model have the wrong shape, range or values."""
+
+
+class TrainingStopped(AAEError):
+    """Training was stopped on request before it finished; nothing is published."""
