@@ -1,0 +1,41 @@
+"""Where training and inference run, and in what arithmetic."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from aae.config import Precision
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU: the same code runs on both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device multiplies bf16 matrices natively (so bf16 is faster, not emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks: list[Callable[[], bool]] = [
+            getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False),
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False),
+        ]
+        return any(check() for check in checks)
+    return False
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    if precision is Precision.AUTO:
+        return Precision.BF16 if native_bf16(device) else Precision.FP32
+    return precision
+
+
+def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for the matrix products; weights, optimiser state and losses stay fp32."""
+    if precision is Precision.BF16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
