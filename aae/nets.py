@@ -29,8 +29,8 @@ class Dropout(nn.Dropout):
         dropped = round(self.p * 65536)
         words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
         draws = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform on -32768..32767
-        keep = draws >= dropped - 32768
-        return x * keep * (65536 / (65536 - dropped))
+        mask = (draws >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped))
+        return x * mask
 
 
 def mlp(in_dim: int, hidden: int, depth: int, dropout: float) -> nn.Sequential:

@@ -9,7 +9,7 @@ Each step runs, as in the seed post and Makhzani et al. (2015):
 
 Every phase keeps its own Adam optimizer and learning rate, as in the seed, so
 each phase's gradient is normalised on its own. Unlike the seed, one encoder
-pass serves phases 1-3, one discriminator pass serves phases 1 and 3, and
+pass serves phases 1-3, the discriminator's pass over the codes serves phases 1 and 3, and
 every gradient is taken at the same weights before any update (a simultaneous
 rather than alternating step). This drops three of the seed's six encoder
 passes and its wasted backward pass into Q from the discriminator's loss. Matrix products run in bf16 where the hardware has native bf16
@@ -104,10 +104,10 @@ def _apply(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
 
 def _judge(d: nn.Module, real: torch.Tensor, fake: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One discriminator pass over prior draws and codes; returns (D loss, G loss)."""
-    logits = d(torch.cat([real, fake]))
-    real_logits, fake_logits = logits[: len(real)], logits[len(real):]
-    return discriminator_loss(real_logits, fake_logits), generator_loss(fake_logits)
+    """The discriminator on prior draws and on codes; returns (D loss, G loss). Two passes
+    rather than one over both, so the generator's gradient flows back through codes only."""
+    fake_logits = d(fake)
+    return discriminator_loss(d(real), fake_logits), generator_loss(fake_logits)
 
 
 def train_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch,

@@ -1,0 +1,198 @@
+"""The training loop: minibatches, epochs, validation, progress reports, the final test.
+
+``Trainer(cfg, splits).fit()`` trains one model and returns it with its metrics.
+Callers follow it through ``on_progress`` (a ``Progress`` every ``progress_every``
+steps and at each epoch's end), can stop it through ``should_stop`` (checked at
+every step boundary; it then raises ``TrainingStopped``) and can save a resumable
+state through ``on_epoch_end``.
+
+Determinism: the model's initial weights and dropout come from ``torch.manual_seed
+(cfg.seed)``; minibatch order is a pure function of (seed, epoch) and the labeled
+stream of (seed, pass), so a run resumed at an epoch boundary sees the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from aae.config import AAEConfig, Mode
+from aae.data import Digits, MNISTSplits
+from aae.device import default_device, resolve_precision
+from aae.errors import TrainingStopped
+from aae.evaluation import evaluate, fit_cluster_map
+from aae.model import AdversarialAutoencoder
+from aae.phases import Batch, Optimizers, train_step
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: sent to ``on_progress`` callbacks."""
+
+    event: str  # "step" or "epoch" (an epoch just ended and was validated)
+    epoch: int  # 1-based epoch the step belongs to
+    epochs: int  # epochs the run will do
+    step: int  # steps done
+    total_steps: int
+    losses: dict[str, float]  # latest loss of each phase
+    elapsed_s: float
+    eta_s: float | None
+    validation_error: float | None = None  # at epoch ends, for classifiers
+    validation_loss: float | None = None  # at epoch ends: reconstruction loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: AdversarialAutoencoder
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _permutation(n: int, seed: int, stream: int, index: int) -> torch.Tensor:
+    """A reproducible shuffle of range(n), independent of any other random state."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + stream * 7_919 + index)
+    return torch.randperm(n, generator=g)
+
+
+class Trainer:
+    def __init__(self, cfg: AAEConfig, splits: MNISTSplits, *,
+                 device: torch.device | str | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_epoch_end: Callable[[Trainer], None] | None = None,
+                 progress_every: int = 50) -> None:
+        self.cfg, self.splits = cfg, splits
+        self.device = torch.device(device) if device is not None else default_device()
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.on_epoch_end, self.progress_every = on_epoch_end, max(1, progress_every)
+
+        self.source: Digits = splits.labeled if cfg.mode is Mode.SUPERVISED else splits.train
+        if len(self.source) == 0:
+            raise ValueError("there are no training digits")
+        if cfg.mode is Mode.SEMI_SUPERVISED and len(splits.labeled) == 0:
+            raise ValueError("semi_supervised training needs labeled digits (n_labels > 0)")
+        self.batch_size = min(cfg.batch_size, len(self.source))
+        self.steps_per_epoch = len(self.source) // self.batch_size
+        total = cfg.epochs * self.steps_per_epoch
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+
+        torch.manual_seed(cfg.seed)
+        self.model = AdversarialAutoencoder(cfg).to(self.device).train()
+        self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
+        self.prior_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.epoch = 0  # epochs completed
+        self.step = 0  # steps completed
+        self.elapsed_s = 0.0  # training time of earlier (resumed) attempts
+        self.losses: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []  # one entry per completed epoch
+
+    # -- data ------------------------------------------------------------------------------
+    def _batches(self, epoch: int) -> Iterator[Batch]:
+        cfg, dev, b = self.cfg, self.device, self.batch_size
+        order = _permutation(len(self.source), cfg.seed, 0, epoch)
+        labeled = self._labeled_stream(epoch) if cfg.mode is Mode.SEMI_SUPERVISED else None
+        for i in range(self.steps_per_epoch):
+            rows = order[i * b:(i + 1) * b]
+            x = self.source.images[rows].to(dev, non_blocking=True)
+            labels = (self.source.labels[rows].to(dev) if cfg.mode is Mode.SUPERVISED
+                      else None)
+            if labeled is not None:
+                x_l, y_l = next(labeled)
+                yield Batch(x=x, x_labeled=x_l, y_labeled=y_l)
+            else:
+                yield Batch(x=x, labels=labels)
+
+    def _labeled_stream(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Labeled minibatches for one epoch: passes over the labeled set, reshuffled per pass."""
+        labeled, b = self.splits.labeled, min(self.cfg.batch_size, len(self.splits.labeled))
+        per_pass = len(labeled) // b
+        pass_index = epoch * self.steps_per_epoch // per_pass
+        offset = epoch * self.steps_per_epoch % per_pass
+        while True:
+            order = _permutation(len(labeled), self.cfg.seed, 1, pass_index)
+            for i in range(offset, per_pass):
+                rows = order[i * b:(i + 1) * b]
+                yield labeled.images[rows].to(self.device), labeled.labels[rows].to(self.device)
+            pass_index, offset = pass_index + 1, 0
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train from the current epoch to the end, then measure on the test set."""
+        start = time.perf_counter()
+        logger.info("training %s on %s (%s, %s): %d steps", self.cfg.mode.value,
+                    self.splits.source, self.device, self.precision.value, self.total_steps)
+        while self.step < self.total_steps:
+            for batch in self._batches(self.epoch):
+                if self.should_stop is not None and self.should_stop():
+                    raise TrainingStopped(f"stopped at step {self.step} of {self.total_steps}")
+                losses = train_step(self.model, self.optimizers, batch, self.precision,
+                                    self.prior_rng)
+                self.step += 1
+                if self.step % self.progress_every == 0 or self.step == self.total_steps:
+                    self.losses = {k: v.item() for k, v in losses.items()}
+                    self._report("step", start)
+                if self.step >= self.total_steps:
+                    break
+            self.epoch += 1
+            self.losses = {k: v.item() for k, v in losses.items()}
+            validation = evaluate(self.model, self.splits.validation)
+            self.history.append({"epoch": self.epoch, "step": self.step, **self.losses,
+                                 "validation_loss": validation.reconstruction_loss,
+                                 "validation_error": validation.error})
+            self._report("epoch", start, validation.error, validation.reconstruction_loss)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self)
+        train_seconds = self.elapsed_s + time.perf_counter() - start
+        return TrainResult(self.model.eval(), self._metrics(train_seconds))
+
+    def _report(self, event: str, start: float, validation_error: float | None = None,
+                validation_loss: float | None = None) -> None:
+        if self.on_progress is None:
+            return
+        elapsed = self.elapsed_s + time.perf_counter() - start
+        rate = self.step / elapsed if elapsed > 0 else 0.0
+        eta = (self.total_steps - self.step) / rate if rate > 0 else None
+        epoch = self.epoch if event == "epoch" else self.epoch + 1
+        self.on_progress(Progress(event=event, epoch=epoch, epochs=self.epochs, step=self.step,
+                                  total_steps=self.total_steps, losses=dict(self.losses),
+                                  elapsed_s=elapsed, eta_s=eta,
+                                  validation_error=validation_error,
+                                  validation_loss=validation_loss))
+
+    def _metrics(self, train_seconds: float) -> dict[str, Any]:
+        cluster_map = None
+        if self.cfg.mode is Mode.CLUSTERING and len(self.splits.validation):
+            cluster_map = fit_cluster_map(self.model, self.splits.validation)
+        test = evaluate(self.model, self.splits.test, cluster_map=cluster_map)
+        last = self.history[-1] if self.history else {}
+        return {
+            "mode": self.cfg.mode.value,
+            "test_error": test.error,
+            "test_reconstruction_loss": test.reconstruction_loss,
+            "validation_error": last.get("validation_error"),
+            "final_losses": dict(self.losses),
+            "dataset": self.splits.source,
+            "n_train": len(self.source),
+            "n_labels": len(self.splits.labeled) if self.cfg.uses_labels
+            and self.cfg.mode is not Mode.CLUSTERING else 0,
+            "seed": self.cfg.seed,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "train_seconds": round(train_seconds, 3),
+            "steps_per_second": round(self.step / train_seconds, 3) if train_seconds else None,
+            "device": self.device.type,
+            "precision": self.precision.value,
+            "history": self.history,
+        }
