@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from aae.config import AAEConfig, Mode, Precision
+from aae.data import load_splits
+from aae.errors import TrainingStopped
+from aae.evaluation import evaluate
+from aae.model import AdversarialAutoencoder
+from aae.phases import Optimizers, discriminator_loss, generator_loss
+from aae.training import Trainer
+
+
+def splits_for(cfg: AAEConfig, data_dir):
+    return load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
+                       seed=cfg.seed, download=False)
+
+
+def test_phase_losses_are_the_seed_formulas():
+    real, fake = torch.randn(50), torch.randn(50)
+    d_real, d_fake = torch.sigmoid(real), torch.sigmoid(fake)
+    seed_d = -torch.mean(torch.log(d_real) + torch.log(1 - d_fake))
+    seed_g = -torch.mean(torch.log(d_fake))
+    assert torch.allclose(discriminator_loss(real, fake), seed_d, atol=1e-6)
+    assert torch.allclose(generator_loss(fake), seed_g, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_each_phase_optimizes_its_own_networks(mode):
+    model = AdversarialAutoencoder(AAEConfig(mode=mode, hidden=32))
+    opt = Optimizers(model, fused=False)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    decoder = {id(p) for p in model.decoder.parameters()}
+    discriminators = {id(p) for p in opt.discriminators}
+    assert {id(p) for p in opt.autoencoder} == encoder | decoder
+    assert {id(p) for p in opt.encoder} == encoder
+    assert not discriminators & (encoder | decoder)
+    assert len(discriminators) == (12 if mode in (Mode.SEMI_SUPERVISED, Mode.CLUSTERING) else 6)
+    assert set(opt.named()) == {"reconstruction", "discriminator", "generator"} | (
+        {"classification"} if mode is Mode.SEMI_SUPERVISED else set())
+
+
+def test_semi_supervised_training_on_real_digits_beats_chance_by_far(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=200, epochs=4, validation_size=300)
+    result = Trainer(cfg, splits_for(cfg, fixture_data_dir)).fit()
+    # chance is 90% error; 60 steps on 1,700 digits with 200 labels get far below it
+    assert result.metrics["test_error"] < 0.40
+    assert result.metrics["steps"] == 4 * (1700 // 100)
+
+
+@pytest.mark.parametrize("mode", [Mode.UNSUPERVISED, Mode.SUPERVISED, Mode.CLUSTERING])
+def test_training_improves_reconstruction(mode, fixture_data_dir):
+    cfg = AAEConfig(mode=mode, epochs=2, validation_size=300, z_dim=4)
+    splits = splits_for(cfg, fixture_data_dir)
+    torch.manual_seed(cfg.seed)
+    untrained = evaluate(AdversarialAutoencoder(cfg), splits.test).reconstruction_loss
+    result = Trainer(cfg, splits).fit()
+    assert result.metrics["test_reconstruction_loss"] < 0.8 * untrained
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.AUTO])
+def test_training_is_deterministic(precision, fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, max_steps=8, validation_size=300,
+                    precision=precision)
+    runs = [Trainer(cfg, splits_for(cfg, fixture_data_dir)).fit() for _ in range(2)]
+    a, b = (r.model.state_tensors() for r in runs)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0].metrics["test_error"] == runs[1].metrics["test_error"]
+
+
+def test_progress_reports_steps_epochs_and_validation(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, epochs=2, validation_size=300)
+    events = []
+    Trainer(cfg, splits_for(cfg, fixture_data_dir), on_progress=events.append,
+            progress_every=5).fit()
+    steps = [p for p in events if p.event == "step"]
+    epochs = [p for p in events if p.event == "epoch"]
+    assert [p.step for p in steps] == list(range(5, 35, 5)) + [34]
+    assert [p.epoch for p in epochs] == [1, 2] and epochs[-1].step == 34
+    assert all(0 <= p.validation_error <= 1 for p in epochs)
+    assert set(steps[-1].losses) == {"reconstruction", "discriminator", "generator",
+                                     "classification"}
+    assert all(p.eta_s is not None and p.eta_s >= 0 for p in steps)
+    assert steps[-1].eta_s == 0
+
+
+def test_should_stop_ends_training_at_a_step_boundary(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.UNSUPERVISED, epochs=3, validation_size=300)
+    trainer = Trainer(cfg, splits_for(cfg, fixture_data_dir), should_stop=lambda: calls.pop())
+    calls = [True] + [False] * 3  # popped from the end: three steps run, then stop
+    with pytest.raises(TrainingStopped, match="step 3 of"):
+        trainer.fit()
+    assert trainer.step == 3
+
+
+def test_minibatch_order_is_a_function_of_seed_and_epoch(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, validation_size=300)
+    splits = splits_for(cfg, fixture_data_dir)
+    t1, t2 = Trainer(cfg, splits), Trainer(cfg, splits)
+    first = next(iter(t1._batches(3)))
+    again = next(iter(t2._batches(3)))
+    assert torch.equal(first.x, again.x) and torch.equal(first.x_labeled, again.x_labeled)
+    assert not torch.equal(first.x, next(iter(t1._batches(4))).x)
+    assert F.one_hot(first.y_labeled, 10).sum(0).min() >= 1  # a real labeled minibatch
