@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aae.config import AAEConfig, Mode, Precision  # noqa: E402
 from aae.data import load_splits  # noqa: E402
+from aae.device import tune_cpu_allocator  # noqa: E402
+from aae.phases import train_step  # noqa: E402
 from aae.training import Trainer  # noqa: E402
 from seed_step import SeedTrainer  # noqa: E402
 
@@ -48,7 +50,10 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=100)
     parser.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
     parser.add_argument("--accuracy-steps", type=int, default=0)
+    parser.add_argument("--stock-allocator", action="store_true",
+                        help="leave glibc's malloc thresholds alone (both steps)")
     args = parser.parse_args()
+    tuned = False if args.stock_allocator else tune_cpu_allocator()
 
     cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=args.labels,
                     precision=Precision(args.precision), validation_size=1000)
@@ -57,8 +62,6 @@ def main() -> None:
     ours = Trainer(cfg, splits, device="cpu")
     seed = SeedTrainer(cfg)
     batches = [b for _, b in zip(range(20), ours._batches(0))]
-    from aae.phases import train_step
-
     def our_step(b):
         train_step(ours.model, ours.optimizers, b, ours.precision, ours.prior_rng)
 
@@ -66,7 +69,8 @@ def main() -> None:
         seed.step(b.x, b.x_labeled, b.y_labeled)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"precision {ours.precision.value}, batch {cfg.batch_size}, data {args.data_dir}")
+          f"precision {ours.precision.value}, batch {cfg.batch_size}, "
+          f"allocator {'tuned' if tuned else 'stock'}, data {args.data_dir}")
     for step in (our_step, seed_step):  # warm-up
         steps_per_second(step, batches, 5)
     seed_rates, our_rates = [], []

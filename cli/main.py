@@ -1,0 +1,148 @@
+"""``aae``: train locally, list the checkpoint store.
+
+    aae train --mode semi_supervised --labels 100 --epochs 10
+    aae models
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from aae.checkpoints import publish_model
+from aae.config import AAEConfig
+from aae.data import load_splits
+from aae.device import tune_cpu_allocator
+from aae.errors import AAEError
+from aae.store import CheckpointStore
+from aae.training import Trainer
+from cli.progress import ProgressBar, duration
+from cli.settings import get_settings
+
+logger = logging.getLogger("aae")
+
+ALIASES = {"n_labels": "labels"}  # friendlier flag names
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``AAEConfig`` field, defaulting to the config's own default."""
+    group = parser.add_argument_group("model and training (defaults: the seed's recipe)")
+    for field in dataclasses.fields(AAEConfig):
+        flag = "--" + ALIASES.get(field.name, field.name).replace("_", "-")
+        default = field.default
+        if isinstance(default, Enum):
+            group.add_argument(flag, dest=field.name, default=default.value,
+                               choices=[m.value for m in type(default)])
+        elif default is None:
+            group.add_argument(flag, dest=field.name, type=int, default=None)
+        else:
+            group.add_argument(flag, dest=field.name, type=type(default), default=default,
+                               help=f"default {default}")
+
+
+def config_from_args(args: argparse.Namespace) -> AAEConfig:
+    return AAEConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AAEConfig)})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    settings = get_settings()
+    data_dir = args.data_dir or settings.data_dir
+    store = CheckpointStore(args.model_dir or settings.model_dir)
+    name = args.name or f"mnist-{cfg.mode.value.replace('_', '-')}"
+    tune_cpu_allocator()
+    splits = load_splits(Path(data_dir), n_labels=cfg.n_labels, validation_size=cfg.validation_size,
+                         seed=cfg.seed, download=not args.no_download)
+    trainer = Trainer(cfg, splits, device=args.device, on_progress=ProgressBar())
+    result = trainer.fit()
+    version = publish_model(store, name, result.model, result.metrics)
+    if args.alias:
+        store.set_alias(name, args.alias, version)
+    m = result.metrics
+    error = "" if m["test_error"] is None else f", test error {m['test_error']:.2%}"
+    print(f"published {name} version {version} to {store.root}: {m['steps']} steps in "
+          f"{duration(m['train_seconds'])} on {m['device']}{error}, "
+          f"test reconstruction loss {m['test_reconstruction_loss']:.4f}")
+    return 0
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    parts = [metrics.get("mode", "?")]
+    if metrics.get("test_error") is not None:
+        parts.append(f"test error {metrics['test_error']:.2%}")
+    if metrics.get("test_reconstruction_loss") is not None:
+        parts.append(f"rec {metrics['test_reconstruction_loss']:.4f}")
+    if metrics.get("n_labels"):
+        parts.append(f"{metrics['n_labels']} labels")
+    parts.append(f"{metrics.get('steps', '?')} steps")
+    return ", ".join(parts)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    store = CheckpointStore(args.model_dir or get_settings().model_dir)
+    names = [args.name] if args.name else store.models()
+    if args.json:
+        out = {}
+        for name in names:
+            out[name] = {"aliases": store.aliases(name), "versions": {
+                v: store.info(name, v).metrics for v in store.versions(name)}}
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    if not names:
+        print(f"no models in {store.root}")
+    for name in names:
+        aliases = store.aliases(name)
+        print(f"{name}  ({', '.join(f'{a} -> {v}' for a, v in sorted(aliases.items()))})")
+        for version in store.versions(name):
+            info = store.info(name, version)
+            tags = f" [{', '.join(info.aliases)}]" if info.aliases else ""
+            print(f"  v{version}{tags}  {info.created_at}  {_summary(info.metrics)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aae", description="Adversarial Autoencoders: train, "
+                                     "store and serve.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model locally and publish a version")
+    train.add_argument("--name", help="model name in the store (default mnist-<mode>)")
+    train.add_argument("--alias", help="also point this alias (e.g. production) at the version")
+    train.add_argument("--data-dir", type=Path, help="MNIST-format data (default $AAE_DATA_DIR)")
+    train.add_argument("--model-dir", type=Path, help="checkpoint store (default $AAE_MODEL_DIR)")
+    train.add_argument("--no-download", action="store_true", help="fail if data files are missing")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    add_config_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    models = commands.add_parser("models", help="list models, versions, aliases and metrics")
+    models.add_argument("name", nargs="?", help="only this model")
+    models.add_argument("--model-dir", type=Path, help="checkpoint store (default $AAE_MODEL_DIR)")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (AAEError, ValueError) as exc:
+        print(f"aae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\naae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
