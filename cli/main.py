@@ -20,7 +20,7 @@ from aae.config import AAEConfig
 from aae.data import load_splits
 from aae.device import tune_cpu_allocator
 from aae.errors import AAEError
-from aae.store import CheckpointStore
+from aae.store import CheckpointStore, validate_name
 from aae.training import Trainer
 from cli.progress import ProgressBar, duration
 from cli.settings import get_settings
@@ -55,7 +55,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = get_settings()
     data_dir = args.data_dir or settings.data_dir
     store = CheckpointStore(args.model_dir or settings.model_dir)
-    name = args.name or f"mnist-{cfg.mode.value.replace('_', '-')}"
+    name = validate_name(args.name or f"mnist-{cfg.mode.value.replace('_', '-')}")
+    if args.alias:
+        validate_name(args.alias, "alias")
     tune_cpu_allocator()
     splits = load_splits(Path(data_dir), n_labels=cfg.n_labels, validation_size=cfg.validation_size,
                          seed=cfg.seed, download=not args.no_download)

@@ -1,0 +1,48 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def aae(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_path):
+    env = {"AAE_DATA_DIR": str(fixture_data_dir), "AAE_MODEL_DIR": str(tmp_path)}
+    args = ["train", "--mode", "semi_supervised", "--labels", "100", "--epochs", "1",
+            "--validation-size", "300", "--name", "digits", "--no-download"]
+    first = aae(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "published digits version 1" in first.stdout
+    assert "epoch 1/1" in first.stderr and "val err" in first.stderr  # the progress line
+    second = aae(*args, "--alias", "production", env=env)
+    assert "published digits version 2" in second.stdout
+
+    listing = aae("models", env=env)
+    assert listing.returncode == 0
+    assert "digits" in listing.stdout and "v2 [latest, production]" in listing.stdout
+    data = json.loads(aae("models", "--json", env=env).stdout)
+    assert data["digits"]["aliases"] == {"latest": 2, "production": 2}
+    metrics = data["digits"]["versions"]["1"]
+    assert metrics["n_labels"] == 100 and 0 <= metrics["test_error"] < 0.9
+    assert (tmp_path / "digits" / "1" / "weights.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--mode", "semi_supervised", "--labels", "105"], "multiple of n_classes"),
+    (["train", "--no-download", "--data-dir", "/nonexistent"], "missing"),
+    (["train", "--name", "../escape", "--epochs", "1"], "invalid model name"),
+])
+def test_errors_are_one_clear_line(args, message, tmp_path, fixture_data_dir):
+    env = {"AAE_MODEL_DIR": str(tmp_path), "AAE_DATA_DIR": str(fixture_data_dir)}
+    result = aae(*args, "--validation-size", "300", env=env)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
