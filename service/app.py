@@ -1,0 +1,52 @@
+"""The FastAPI application: ``create_app()``; run with ``uvicorn service.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from aae.store import CheckpointStore
+from service import errors
+from service.registry import ModelRegistry
+from service.routes import health, inference, models
+from service.settings import ServiceSettings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Train and serve Adversarial Autoencoders (Makhzani et al., 2015).
+
+Inference endpoints pick their model with `?model=<name>&version=<number or alias>`;
+by default the `production` alias of the default model if set, else its `latest`
+version. Every error is an `application/problem+json` document."""
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        app.state.settings = settings
+        app.state.store = CheckpointStore(settings.model_dir)
+        app.state.registry = ModelRegistry(
+            app.state.store, default_model=settings.default_model, device=settings.device,
+            cache_size=settings.model_cache_size, alias_refresh_s=settings.alias_refresh_s,
+            executor=executor, max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000)
+        logger.info("serving models from %s", settings.model_dir)
+        try:
+            yield
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(title="AAE serving", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan)
+    errors.install(app)
+    app.include_router(inference.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,96 @@
+"""Dynamic batching: concurrent requests for one model share one forward pass.
+
+As in Triton, TorchServe and BentoML: requests queue up; a batch starts as soon as
+``max_batch`` rows are waiting, or ``max_wait`` after its first request arrived,
+whichever comes first; while a forward pass runs, the next batch gathers. The wait
+is only spent under concurrent traffic (the previous batch held several requests):
+a lone client is not delayed for company that is not coming. Forward
+passes run on one worker thread (shared by every batcher of the process), so the
+event loop keeps serving HTTP meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+Forward = Callable[..., Sequence[torch.Tensor]]
+
+
+class Batcher:
+    """Batches calls of ``forward(*inputs) -> outputs``; every tensor's first dimension is
+    the batch. A request larger than ``max_batch`` runs on its own."""
+
+    def __init__(self, forward: Forward, executor: Executor, max_batch: int,
+                 max_wait_s: float, observe: Callable[[int, float], None] | None = None) -> None:
+        self.forward, self.executor = forward, executor
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.observe = observe  # called with (batch rows, seconds) after each pass
+        self._queue: list[tuple[tuple[torch.Tensor, ...], asyncio.Future]] = []
+        self._rows = 0
+        self._full = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._shared = False  # whether the last batch held more than one request
+
+    async def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.append((inputs, future))
+        self._rows += inputs[0].shape[0]
+        if self._rows >= self.max_batch:
+            self._full.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+        return await future
+
+    def _take(self) -> list[tuple[tuple[torch.Tensor, ...], asyncio.Future]]:
+        batch, rows = [], 0
+        while self._queue:
+            n = self._queue[0][0][0].shape[0]
+            if batch and rows + n > self.max_batch:
+                break
+            batch.append(self._queue.pop(0))
+            rows += n
+        self._rows -= rows
+        if self._rows < self.max_batch:
+            self._full.clear()
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            if self._shared and self._rows < self.max_batch and self.max_wait_s > 0:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.max_wait_s)
+                except TimeoutError:
+                    pass
+            batch = self._take()
+            sizes = [inputs[0].shape[0] for inputs, _ in batch]
+            self._shared = len(batch) > 1
+            joined = [torch.cat(parts) if len(parts) > 1 else parts[0]
+                      for parts in zip(*(inputs for inputs, _ in batch))]
+            start = loop.time()
+            try:
+                outputs = await loop.run_in_executor(self.executor, self._forward, joined)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            if self.observe is not None:
+                self.observe(sum(sizes), loop.time() - start)
+            for i, (_, future) in enumerate(batch):
+                if not future.done():
+                    start_row = sum(sizes[:i])
+                    future.set_result(tuple(None if out is None else
+                                            out[start_row:start_row + sizes[i]]
+                                            for out in outputs))
+
+    def _forward(self, inputs: list[torch.Tensor]) -> Sequence[torch.Tensor]:
+        with torch.inference_mode():
+            return self.forward(*inputs)

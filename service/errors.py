@@ -1,0 +1,96 @@
+"""Every error becomes an ``application/problem+json`` document (RFC 9457), here and only here.
+
+The library raises its own ``AAEError`` subclasses; the service adds a few for HTTP-level
+input problems. ``install`` maps them all, plus FastAPI's validation errors, to statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
+                        CheckpointNotFound, InvalidInput, InvalidName)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+class ServiceError(Exception):
+    """An HTTP-level problem with a request. Subclasses set the status and title."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadImage(ServiceError):
+    title = "Not a usable image"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    title = "Unsupported media type"
+
+
+class ServiceUnavailable(ServiceError):
+    status = 503
+    title = "Service unavailable"
+
+
+LIBRARY_STATUS: list[tuple[type[AAEError], int, str]] = [
+    (CheckpointNotFound, 404, "Not found"),
+    (InvalidName, 422, "Invalid name"),
+    (InvalidInput, 422, "Invalid input"),
+    (CapabilityError, 409, "Not supported by this model"),
+    (AliasInUse, 409, "Conflict"),
+    (CheckpointCorrupt, 500, "Model cannot be loaded"),
+]
+
+
+def problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def status_of(exc: AAEError) -> tuple[int, str]:
+    for cls, status, title in LIBRARY_STATUS:
+        if isinstance(exc, cls):
+            return status, title
+    return 500, "Internal error"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail)
+
+    @app.exception_handler(AAEError)
+    async def _library(_: Request, exc: AAEError) -> JSONResponse:
+        status, title = status_of(exc)
+        if status >= 500:
+            logger.error("%s: %s", title, exc)
+        return problem(status, title, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return problem(422, "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))

@@ -1,0 +1,79 @@
+"""Images in and out of the service: uploads to 784-pixel rows, rows to PNG.
+
+Any image Pillow can read is accepted. Colour is converted to grey (ITU-R 601-2
+luma); an image that is not 28x28 is resized to 28x28 with a Lanczos filter
+(aspect ratio not kept), as MNIST digits are white on black and fill the frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+from service.errors import BadImage, PayloadTooLarge
+
+SIDE = 28
+
+
+def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
+    """One image file's bytes -> a float32 row of 784 pixels in [0, 1]."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(f"image of {width}x{height} pixels is over the limit of "
+                                      f"{max_pixels} pixels")
+            image = image.convert("L")
+    except PayloadTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image is too large: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for bad data  # noqa: BLE001
+        reason = str(exc).split(" <")[0]  # drop the repr of the in-memory file
+        raise BadImage(f"cannot decode the image: {reason}") from None
+    if image.size != (SIDE, SIDE):
+        image = image.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image, dtype=np.float32).reshape(SIDE * SIDE) / 255.0
+    return torch.from_numpy(pixels)
+
+
+def decode_base64(text: str, max_pixels: int) -> torch.Tensor:
+    if text.startswith("data:"):  # a data URL: data:image/png;base64,....
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadImage("image is not valid base64") from None
+    return decode_image(data, max_pixels)
+
+
+def grid(images: torch.Tensor, columns: int | None = None) -> np.ndarray:
+    """(n, 784) images in [0, 1] -> one uint8 picture, ``columns`` across (default square)."""
+    n = images.shape[0]
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    tiles = torch.zeros(rows * columns, SIDE, SIDE)
+    tiles[:n] = images.reshape(n, SIDE, SIDE)
+    picture = tiles.reshape(rows, columns, SIDE, SIDE).permute(0, 2, 1, 3)
+    picture = picture.reshape(rows * SIDE, columns * SIDE)
+    return (picture.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def png(images: torch.Tensor, scale: int = 1, columns: int | None = None) -> bytes:
+    """PNG of one image, or of a grid of several; ``scale`` enlarges each pixel."""
+    image = Image.fromarray(grid(images, columns), mode="L")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale),
+                             Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

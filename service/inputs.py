@@ -1,0 +1,126 @@
+"""Reading the images of an inference request, whatever form they come in.
+
+- ``multipart/form-data``: every file part is an image (PNG, JPEG, anything Pillow reads);
+- ``image/*`` or ``application/octet-stream``: the body is one image file;
+- ``application/json``: ``{"pixels": [784 numbers in 0..1]}`` or a list of such rows,
+  ``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}`` (data URLs accepted).
+
+The body is read with a size limit, and multipart bodies are split here rather than by
+Starlette's form parser, which spools every part through a temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import torch
+from fastapi import Request
+
+from aae.errors import InvalidInput
+from service.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
+from service.images import decode_base64, decode_image
+
+PIXELS = 784
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def multipart_files(body: bytes, content_type: str) -> list[bytes]:
+    """The contents of the parts of a multipart/form-data body that carry a file."""
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise BadImage("multipart body without a boundary")
+    delimiter = b"--" + match.group(1).encode("latin-1")
+    files = []
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):  # the closing delimiter
+            break
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            raise BadImage("malformed multipart part")
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        headers = head.decode("latin-1").lower()
+        if "filename=" in headers or "content-type: image/" in headers:
+            files.append(content)
+    return files
+
+
+def pixel_rows(value: object, limit: int) -> torch.Tensor:
+    """JSON pixels -> (n, 784): one row of 784 numbers or a list of rows, each in [0, 1]."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("pixels must be a list of 784 numbers or a list of such lists")
+    rows = value if isinstance(value[0], list) else [value]
+    if len(rows) > limit:
+        raise PayloadTooLarge(f"{len(rows)} images is over the limit of {limit} per request")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != PIXELS:
+            raise InvalidInput(f"image {i} must have {PIXELS} pixels, got "
+                               f"{len(row) if isinstance(row, list) else type(row).__name__}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            raise InvalidInput(f"image {i}: pixels must be numbers")
+    x = torch.tensor(rows, dtype=torch.float32)
+    if not torch.isfinite(x).all():
+        raise InvalidInput("pixels must be finite numbers")
+    if x.min() < 0 or x.max() > 1:
+        raise InvalidInput("pixels must lie in [0, 1]")
+    return x
+
+
+def json_images(body: bytes, max_images: int, max_pixels: int) -> torch.Tensor:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput('JSON body must be an object with "pixels", "image" or "images"')
+    if "pixels" in doc:
+        return pixel_rows(doc["pixels"], max_images)
+    images = [doc["image"]] if "image" in doc else doc.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+        raise InvalidInput('JSON body must hold "pixels", "image" (base64) or "images" '
+                           '(a list of base64 strings)')
+    if len(images) > max_images:
+        raise PayloadTooLarge(f"{len(images)} images is over the limit of {max_images}")
+    return torch.stack([decode_base64(text, max_pixels) for text in images])
+
+
+async def read_images(request: Request, *, max_bytes: int, max_images: int,
+                      max_pixels: int) -> torch.Tensor:
+    """The request's images as a float32 (n, 784) tensor in [0, 1]."""
+    content_type = request.headers.get("content-type", "").lower()
+    body = await read_body(request, max_bytes)
+    if content_type.startswith("multipart/form-data"):
+        files = multipart_files(body, request.headers["content-type"])
+        if not files:
+            raise BadImage("the multipart body has no file part")
+        if len(files) > max_images:
+            raise PayloadTooLarge(f"{len(files)} images is over the limit of {max_images}")
+        return torch.stack([decode_image(f, max_pixels) for f in files])
+    if content_type.startswith(("image/", "application/octet-stream")):
+        if not body:
+            raise BadImage("the body is empty")
+        return decode_image(body, max_pixels).unsqueeze(0)
+    if content_type.startswith("application/json") or not content_type:
+        return json_images(body, max_images, max_pixels)
+    raise UnsupportedMediaType(f"cannot read images from {content_type!r}: send "
+                               "multipart/form-data, an image/* body or application/json")
+
+
+def finite(values: list[float], what: str) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInput(f"{what} must hold finite numbers")

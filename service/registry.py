@@ -1,0 +1,142 @@
+"""Which model a request means, and the loaded models kept in memory.
+
+A request names a model and a version number or alias (default: ``production`` if
+set, else ``latest``, of the default model). Resolutions are trusted for
+``alias_refresh_s`` (so a moved alias or a deleted version takes effect within that
+time); a version number not seen before is looked up at once, so a freshly published
+version serves on the first request that asks for it. Loaded models live in an LRU
+cache bounded by count; each has its batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import torch
+
+from aae.checkpoints import load_model
+from aae.model import AdversarialAutoencoder
+from aae.store import CheckpointStore, VersionInfo
+from service.batching import Batcher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    info: VersionInfo
+    model: AdversarialAutoencoder
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+
+def _encode(model: AdversarialAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    code = model.encode(x)
+    return code.z.cpu(), None if code.y is None else code.y.cpu()
+
+
+def _decode(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Tensor
+            ) -> tuple[torch.Tensor]:
+    """``y`` is a one-hot or probability row per code (ignored by unsupervised models)."""
+    return (model.decode(z, y=y if model.cfg.uses_labels else None).cpu(),)
+
+
+def _reconstruct(model: AdversarialAutoencoder, x: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor]:
+    """``labels`` are used by supervised models only (-1 elsewhere)."""
+    supervised = model.cfg.mode.value == "supervised"
+    return (model.reconstruct(x, labels=labels if supervised else None).cpu(),)
+
+
+OPERATIONS: dict[str, Callable] = {"encode": _encode, "decode": _decode,
+                                   "reconstruct": _reconstruct}
+
+
+class ModelRegistry:
+    def __init__(self, store: CheckpointStore, *, default_model: str, device: str,
+                 cache_size: int, alias_refresh_s: float, executor: Executor,
+                 max_batch: int, max_wait_s: float,
+                 on_load: Callable[[LoadedModel, float], None] | None = None,
+                 on_batch: Callable[[LoadedModel, str, int, float], None] | None = None
+                 ) -> None:
+        self.store, self.default_model, self.device = store, default_model, device
+        self.cache_size, self.alias_refresh_s = cache_size, alias_refresh_s
+        self.executor, self.max_batch, self.max_wait_s = executor, max_batch, max_wait_s
+        self.on_load, self.on_batch = on_load, on_batch
+        self._resolved: dict[tuple[str, str], tuple[int, float]] = {}
+        self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._loading: dict[tuple[str, int], asyncio.Future] = {}
+        self.hits = self.misses = 0
+
+    def resolve(self, name: str | None, version: str | None) -> tuple[str, int]:
+        """(model name, version number) for a request; raises CheckpointNotFound."""
+        name = name or self.default_model
+        key = (name, version or "")
+        now = time.monotonic()
+        cached = self._resolved.get(key)
+        if cached is not None and now - cached[1] < self.alias_refresh_s:
+            return name, cached[0]
+        number = self.store.resolve(name, version)
+        self._resolved[key] = (number, now)
+        return name, number
+
+    async def get(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        """The loaded model for a request, loading it (off the event loop) if needed."""
+        key = self.resolve(name, version)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            self._models.move_to_end(key)
+            self.hits += 1
+            return loaded
+        self.misses += 1
+        pending = self._loading.get(key)
+        if pending is None:  # first request for it: load once, others wait on the same future
+            pending = asyncio.ensure_future(self._load(key))
+            self._loading[key] = pending
+            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _load(self, key: tuple[str, int]) -> LoadedModel:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        info, model = await loop.run_in_executor(
+            self.executor, load_model, self.store, key[0], key[1], self.device)
+        loaded = LoadedModel(info, model)
+        for op, fn in OPERATIONS.items():
+            loaded.batchers[op] = Batcher(
+                lambda *inputs, fn=fn: fn(model, *inputs), self.executor, self.max_batch,
+                self.max_wait_s,
+                observe=(None if self.on_batch is None else
+                         lambda rows, seconds, op=op: self.on_batch(loaded, op, rows, seconds)))
+        self._models[key] = loaded
+        while len(self._models) > self.cache_size:
+            evicted, _ = self._models.popitem(last=False)
+            logger.info("unloaded %s version %d", *evicted)
+        seconds = time.perf_counter() - start
+        logger.info("loaded %s version %d in %.3f s", key[0], key[1], seconds)
+        if self.on_load is not None:
+            self.on_load(loaded, seconds)
+        return loaded
+
+    def forget(self, name: str, version: int | None = None) -> None:
+        """Drop cached resolutions (and the loaded model) after a change through this API."""
+        self._resolved = {k: v for k, v in self._resolved.items() if k[0] != name}
+        if version is not None:
+            self._models.pop((name, version), None)
+
+    @property
+    def loaded(self) -> list[tuple[str, int]]:
+        return list(self._models)

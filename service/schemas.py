@@ -1,0 +1,73 @@
+"""Request and response bodies, named by direction (``...Create``, ``...Public``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelRef(BaseModel):
+    model: str = Field(description="model name")
+    version: int = Field(description="version number that served the request")
+
+
+class CodePublic(ModelRef):
+    z: list[list[float]] = Field(description="the continuous code of each image")
+    y: list[list[float]] | None = Field(
+        None, description="class (or cluster) probabilities of each image, for models with y")
+
+
+class PredictionPublic(BaseModel):
+    label: int
+    probabilities: list[float]
+
+
+class ClassificationPublic(ModelRef):
+    label: int | None = Field(None, description="the predicted class, when one image was sent")
+    probabilities: list[float] | None = Field(None, description="when one image was sent")
+    predictions: list[PredictionPublic] = Field(description="one per image, in order")
+
+
+class ImagesPublic(ModelRef):
+    images: list[list[float]] = Field(description="784 pixels in [0, 1] per image, row-major")
+
+
+class DecodeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    z: list[float] | list[list[float]] = Field(
+        description="one code (z_dim numbers) or a list of codes")
+    label: int | list[int] | None = Field(
+        None, description="class of each code (one for all, or one per code); required by "
+        "models with a class input, refused by unsupervised models")
+
+
+class AliasUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | str = Field(description="version number, or another alias to follow")
+
+
+class ModelVersionPublic(BaseModel):
+    name: str
+    version: int
+    aliases: list[str]
+    created_at: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class ModelPublic(BaseModel):
+    name: str
+    versions: list[int]
+    aliases: dict[str, int]
+
+
+class ModelDetailPublic(ModelPublic):
+    version_details: list[ModelVersionPublic]
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
