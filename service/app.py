@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
 
 from aae.store import CheckpointStore
 from service import errors
+from service.limits import BodySizeLimit
 from service.registry import ModelRegistry
-from service.routes import health, inference, models
+from service.routes import health, inference, models, v2
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         app.state.settings = settings
         app.state.store = CheckpointStore(settings.model_dir)
@@ -46,7 +49,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app = FastAPI(title="AAE serving", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
     return app
