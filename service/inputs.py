@@ -5,8 +5,8 @@
 - ``application/json``: ``{"pixels": [784 numbers in 0..1]}`` or a list of such rows,
   ``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}`` (data URLs accepted).
 
-The body is read with a size limit, and multipart bodies are split here rather than by
-Starlette's form parser, which spools every part through a temporary file.
+Multipart bodies are split here rather than by Starlette's form parser, which spools
+every part through a temporary file.
 """
 
 from __future__ import annotations
@@ -24,19 +24,6 @@ from service.images import decode_base64, decode_image
 
 PIXELS = 784
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def multipart_files(body: bytes, content_type: str) -> list[bytes]:
@@ -99,11 +86,10 @@ def json_images(body: bytes, max_images: int, max_pixels: int) -> torch.Tensor:
     return torch.stack([decode_base64(text, max_pixels) for text in images])
 
 
-async def read_images(request: Request, *, max_bytes: int, max_images: int,
-                      max_pixels: int) -> torch.Tensor:
+async def read_images(request: Request, *, max_images: int, max_pixels: int) -> torch.Tensor:
     """The request's images as a float32 (n, 784) tensor in [0, 1]."""
     content_type = request.headers.get("content-type", "").lower()
-    body = await read_body(request, max_bytes)
+    body = await request.body()  # its size is limited by service.limits.BodySizeLimit
     if content_type.startswith("multipart/form-data"):
         files = multipart_files(body, request.headers["content-type"])
         if not files:
@@ -119,8 +105,3 @@ async def read_images(request: Request, *, max_bytes: int, max_images: int,
         return json_images(body, max_images, max_pixels)
     raise UnsupportedMediaType(f"cannot read images from {content_type!r}: send "
                                "multipart/form-data, an image/* body or application/json")
-
-
-def finite(values: list[float], what: str) -> None:
-    if not all(math.isfinite(v) for v in values):
-        raise InvalidInput(f"{what} must hold finite numbers")

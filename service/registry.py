@@ -117,7 +117,9 @@ class ModelRegistry:
         loaded = LoadedModel(info, model)
         for op, fn in OPERATIONS.items():
             loaded.batchers[op] = Batcher(
-                lambda *inputs, fn=fn: fn(model, *inputs), self.executor, self.max_batch,
+                lambda *inputs, fn=fn: fn(model, *inputs),
+                self.executor if torch.device(self.device).type == "cuda" else None,
+                self.max_batch,
                 self.max_wait_s,
                 observe=(None if self.on_batch is None else
                          lambda rows, seconds, op=op: self.on_batch(loaded, op, rows, seconds)))

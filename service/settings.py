@@ -15,6 +15,9 @@ class ServiceSettings(BaseSettings):
     model_dir: Path = Path("models")  # the checkpoint store (shared volume)
     default_model: str = "mnist-semi-supervised"  # used when a request names no model
     device: str = "cpu"  # inference device: cpu, cuda, cuda:1 ...
+    # torch threads for forward passes; 1 leaves the other cores to the event loop(s), whose
+    # HTTP work costs more than the model's on small batches
+    torch_threads: int = Field(1, ge=1)
 
     # dynamic batching: concurrent requests for one model share one forward pass
     max_batch_size: int = Field(64, ge=1)
@@ -23,7 +26,7 @@ class ServiceSettings(BaseSettings):
     alias_refresh_s: float = Field(1.0, ge=0)  # how long a resolved alias is trusted
 
     # input limits
-    max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1)  # per request body
+    max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1)  # any request body
     max_image_pixels: int = Field(4096 * 4096, ge=1)  # before resizing to 28x28
     max_images: int = Field(256, ge=1)  # images or codes in one request
     max_samples: int = Field(256, ge=1)  # n of GET /sample

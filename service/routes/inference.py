@@ -57,8 +57,7 @@ def _images_response(request: Request, loaded: LoadedModel, images: torch.Tensor
 
 
 async def _images(request: Request, settings: SettingsDep) -> torch.Tensor:
-    return await read_images(request, max_bytes=settings.max_upload_bytes,
-                             max_images=settings.max_images,
+    return await read_images(request, max_images=settings.max_images,
                              max_pixels=settings.max_image_pixels)
 
 
