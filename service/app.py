@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             executor=executor, max_batch=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000)
         logger.info("serving models from %s", settings.model_dir)
+        gc.freeze()  # start-up objects (torch, the app) leave the collector's generations
         try:
             yield
         finally:

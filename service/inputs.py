@@ -96,7 +96,8 @@ async def read_images(request: Request, *, max_images: int, max_pixels: int) -> 
             raise BadImage("the multipart body has no file part")
         if len(files) > max_images:
             raise PayloadTooLarge(f"{len(files)} images is over the limit of {max_images}")
-        return torch.stack([decode_image(f, max_pixels) for f in files])
+        return torch.stack([decode_image(f, max_pixels) for f in files]) if len(files) > 1 \
+            else decode_image(files[0], max_pixels).unsqueeze(0)
     if content_type.startswith(("image/", "application/octet-stream")):
         if not body:
             raise BadImage("the body is empty")
