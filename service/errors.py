@@ -7,10 +7,13 @@ input problems. ``install`` maps them all, plus FastAPI's validation errors, to 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
@@ -26,6 +29,7 @@ class ServiceError(Exception):
 
     status = 400
     title = "Bad request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -51,6 +55,22 @@ class ServiceUnavailable(ServiceError):
     title = "Service unavailable"
 
 
+class Unauthorized(ServiceError):
+    status = 401
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class JobNotFound(ServiceError):
+    status = 404
+    title = "Not found"
+
+
+class JobEnded(ServiceError):
+    status = 409
+    title = "Conflict"
+
+
 LIBRARY_STATUS: list[tuple[type[AAEError], int, str]] = [
     (CheckpointNotFound, 404, "Not found"),
     (InvalidName, 422, "Invalid name"),
@@ -61,9 +81,18 @@ LIBRARY_STATUS: list[tuple[type[AAEError], int, str]] = [
 ]
 
 
-def problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:
+def problem_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries documenting these statuses as problem documents."""
+    from service.schemas import Problem
+
+    return {status: {"model": Problem, "content": {PROBLEM: {}},
+                     "description": HTTPStatus(status).phrase} for status in statuses}
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: object) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def status_of(exc: AAEError) -> tuple[int, str]:
@@ -76,7 +105,7 @@ def status_of(exc: AAEError) -> tuple[int, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.headers)
 
     @app.exception_handler(AAEError)
     async def _library(_: Request, exc: AAEError) -> JSONResponse:
@@ -84,6 +113,14 @@ def install(app: FastAPI) -> None:
         if status >= 500:
             logger.error("%s: %s", title, exc)
         return problem(status, title, str(exc))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _queue_down(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("the job queue is unreachable: %s", exc)
+        return problem(503, "Job queue unavailable",
+                       f"training jobs are unavailable: Redis cannot be reached ({exc}); "
+                       "inference endpoints still serve the published models")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,6 +1,6 @@
 """Images in and out of the service: uploads to 784-pixel rows, rows to PNG.
 
-Any image Pillow can read is accepted. Colour is converted to grey (ITU-R 601-2
+PNG, JPEG, GIF, BMP, WebP, TIFF, PPM and ICO files are accepted. Colour is converted to grey (ITU-R 601-2
 luma); an image that is not 28x28 is resized to 28x28 with a Lanczos filter
 (aspect ratio not kept), as MNIST digits are white on black and fill the frame.
 """
@@ -19,12 +19,14 @@ from PIL import Image
 from service.errors import BadImage, PayloadTooLarge
 
 SIDE = 28
+# Raster formats only: EPS and friends would run external programs (Ghostscript).
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "ICO")
 
 
 def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
     """One image file's bytes -> a float32 row of 784 pixels in [0, 1]."""
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         width, height = image.size
         if width * height > max_pixels:
             raise PayloadTooLarge(f"image of {width}x{height} pixels is over the limit of "

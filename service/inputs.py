@@ -60,7 +60,10 @@ def pixel_rows(value: object, limit: int) -> torch.Tensor:
                                f"{len(row) if isinstance(row, list) else type(row).__name__}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
             raise InvalidInput(f"image {i}: pixels must be numbers")
-    x = torch.tensor(rows, dtype=torch.float32)
+    try:
+        x = torch.tensor(rows, dtype=torch.float32)
+    except (OverflowError, ValueError, RuntimeError):  # e.g. an integer of 400 digits
+        raise InvalidInput("pixels must be finite numbers in [0, 1]") from None
     if not torch.isfinite(x).all():
         raise InvalidInput("pixels must be finite numbers")
     if x.min() < 0 or x.max() > 1:

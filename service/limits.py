@@ -47,12 +47,14 @@ class BodySizeLimit:
                 await self._refuse(scope, receive, send,
                                    f"request body is over the limit of {self.limit} bytes")
                 return
-        body = b"".join(chunks)
+        body: bytes | None = b"".join(chunks)
 
         async def replay() -> Message:
             nonlocal body
+            if body is None:  # replayed already: what follows is the client's (disconnect)
+                return await receive()
             message = {"type": "http.request", "body": body, "more_body": False}
-            body = b""
+            body = None
             return message
 
         await self.app(scope, replay, send)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,12 +33,15 @@ class ImagesPublic(ModelRef):
     images: list[list[float]] = Field(description="784 pixels in [0, 1] per image, row-major")
 
 
+Label = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]  # bounds keep tensors from overflowing
+
+
 class DecodeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     z: list[float] | list[list[float]] = Field(
         description="one code (z_dim numbers) or a list of codes")
-    label: int | list[int] | None = Field(
+    label: Label | list[Label] | None = Field(
         None, description="class of each code (one for all, or one per code); required by "
         "models with a class input, refused by unsupervised models")
 
@@ -66,6 +69,17 @@ class ModelPublic(BaseModel):
 
 class ModelDetailPublic(ModelPublic):
     version_details: list[ModelVersionPublic]
+
+
+class Problem(BaseModel):
+    """An error, as ``application/problem+json`` (RFC 9457)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="for invalid requests: where (loc) and what (msg) is wrong")
 
 
 class Health(BaseModel):

@@ -6,10 +6,10 @@ from fastapi import APIRouter
 
 from aae.errors import AAEError
 from service.deps import RegistryDep, StoreDep
-from service.errors import ServiceUnavailable
+from service.errors import ServiceUnavailable, problem_responses
 from service.schemas import Health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=problem_responses(503))
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
@@ -17,7 +17,7 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"description": "not ready"}},
+@router.get("/readyz", response_model=Health,
             summary="The store is readable and the default model loads")
 async def readyz(store: StoreDep, registry: RegistryDep) -> Health:
     if not store.root.is_dir():

@@ -6,18 +6,19 @@ import json
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from torch.nn import functional as F
 
 from aae.errors import CapabilityError, InvalidInput
 from service.deps import ModelQuery, RegistryDep, SettingsDep, VersionQuery
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.images import png
 from service.inputs import read_images
 from service.registry import LoadedModel
 from service.schemas import (ClassificationPublic, CodePublic, DecodeCreate, ImagesPublic)
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"],
+                   responses=problem_responses(400, 404, 409, 413, 415, 422))
 
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -73,8 +74,7 @@ async def encode(request: Request, registry: RegistryDep, settings: SettingsDep,
 
 
 @router.post("/classify", response_model=ClassificationPublic, openapi_extra=IMAGE_BODY,
-             summary="Images -> predicted class and class probabilities",
-             responses={409: {"description": "the model cannot classify"}})
+             summary="Images -> predicted class and class probabilities")
 async def classify(request: Request, registry: RegistryDep, settings: SettingsDep,
                    model: ModelQuery = None, version: VersionQuery = None) -> Response:
     loaded = await registry.get(model, version)
@@ -108,6 +108,9 @@ async def reconstruct(request: Request, registry: RegistryDep, settings: Setting
     if cfg.mode.value == "supervised" and label is None:
         raise InvalidInput("a supervised model reconstructs an image given its label: "
                            "add ?label=")
+    if cfg.mode.value != "supervised" and label is not None:
+        raise InvalidInput(f"{loaded.name} is a {cfg.mode.value} model: it infers the class "
+                           "itself and takes no label")
     if label is not None and label >= cfg.n_classes:
         raise InvalidInput(f"label must be in 0..{cfg.n_classes - 1}")
     x = await _images(request, settings)
@@ -134,7 +137,16 @@ def _one_hot_rows(loaded: LoadedModel, labels: torch.Tensor | None, n: int) -> t
     return F.one_hot(labels, cfg.n_classes).float()
 
 
+async def json_body(request: Request) -> None:
+    """Refuse non-JSON bodies with 415, as the image routes do, before FastAPI parses them."""
+    content_type = request.headers.get("content-type", "application/json").lower()
+    media = content_type.split(";")[0].strip()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"send the codes as application/json, not {media!r}")
+
+
 @router.post("/decode", responses={200: IMAGE_RESPONSE}, response_class=Response,
+             dependencies=[Depends(json_body)],
              summary="Latent codes (and labels) -> images")
 async def decode(request: Request, body: DecodeCreate, registry: RegistryDep,
                  settings: SettingsDep, model: ModelQuery = None,

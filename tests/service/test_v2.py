@@ -22,7 +22,6 @@ from aae.data import load_splits
 from aae.store import CheckpointStore
 from aae.training import Trainer
 from service.app import create_app
-from service.routes import v2
 from service.settings import ServiceSettings
 
 MAX_IMAGES = 200
@@ -45,10 +44,7 @@ def v2_model_dir(tmp_path_factory, template_store, fixture_data_dir):
 
 def _app(model_dir, **settings):
     settings = {"default_model": "digits", "max_images": MAX_IMAGES, **settings}
-    app = create_app(ServiceSettings(model_dir=model_dir, **settings))
-    if not any(getattr(r, "path", "").startswith("/v2") for r in app.routes):
-        app.include_router(v2.router)
-    return app
+    return create_app(ServiceSettings(model_dir=model_dir, **settings))
 
 
 @pytest.fixture(scope="module")
