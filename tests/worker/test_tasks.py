@@ -1,0 +1,111 @@
+"""``worker.tasks.train`` run by a real worker process against a real Redis server.
+
+One burst worker (it quits when the queue is empty) runs every job of the module: a job
+per mode, a job whose dataset does not exist, and a job that finds its version already
+published (as after a crash between publishing and finishing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from redis import Redis
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from aae.checkpoints import load_model, publish_model
+from aae.config import AAEConfig, Mode, Precision
+from aae.model import AdversarialAutoencoder
+from aae.store import CheckpointStore
+from cli.embedded_redis import EmbeddedRedis
+
+QUICK = {"epochs": 3, "hidden": 64, "validation_size": 300, "precision": Precision.FP32}
+STEPS = 3 * (1700 // 100)  # 2,000 digits less 300 for validation, batches of 100
+
+
+def quick_config(mode: Mode) -> AAEConfig:
+    return AAEConfig(mode=mode, n_labels=100 if mode is Mode.SEMI_SUPERVISED else None,
+                     **QUICK)
+
+
+def enqueue(queue: Queue, name: str, cfg: AAEConfig, dataset: str = "mnist",
+            job_id: str | None = None) -> Job:
+    """As the service enqueues: by dotted name, JSON arguments, retried after crashes."""
+    return queue.enqueue("worker.tasks.train", kwargs={"name": name, "config": cfg.to_dict(),
+                                                       "dataset": dataset},
+                         job_id=job_id, retry=Retry(max=2), job_timeout=600)
+
+
+@dataclass
+class Run:
+    jobs: dict[str, Job]
+    store: CheckpointStore
+    model_dir: Path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory,
+        make_workers: Callable[..., Any]) -> Iterator[Run]:
+    model_dir = tmp_path_factory.mktemp("tasks") / "models"
+    store = CheckpointStore(model_dir)
+    with EmbeddedRedis() as redis:
+        queue = Queue("training", connection=Redis.from_url(redis.url),
+                      serializer=JSONSerializer)
+        jobs = {mode.value: enqueue(queue, f"m-{mode.value}", quick_config(mode))
+                for mode in Mode}
+        jobs["no-dataset"] = enqueue(queue, "never", quick_config(Mode.UNSUPERVISED),
+                                     dataset="nonexistent")
+        torch.manual_seed(0)
+        publish_model(store, "guarded", AdversarialAutoencoder(quick_config(Mode.UNSUPERVISED)),
+                      {"job_id": "already-published"})
+        jobs["guarded"] = enqueue(queue, "guarded", quick_config(Mode.UNSUPERVISED),
+                                  job_id="already-published")
+        workers = make_workers()
+        worker = workers.start(redis.url, model_dir, burst=True)
+        assert worker.wait(300) == 0
+        for job in jobs.values():
+            job.refresh()
+        yield Run(jobs, store, model_dir)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_a_job_trains_reports_progress_and_publishes_one_version(run, mode):
+    job = run.jobs[mode.value]
+    assert job.get_status() == JobStatus.FINISHED
+    name = f"m-{mode.value}"
+    assert job.return_value() == {"model": name, "version": 1}
+    assert run.store.versions(name) == [1]
+    info, model = load_model(run.store, name)
+    assert info.metrics["job_id"] == job.id and info.metrics["steps"] == STEPS
+    assert model.cfg == quick_config(mode)
+    meta = job.meta
+    assert meta["attempts"] == 1 and meta["stage"] == "finished"
+    assert meta["result"] == {"model": name, "version": 1}
+    assert meta["resumed_from_epoch"] is None and meta["checkpoint_epoch"] == 2
+    progress = meta["progress"]
+    assert progress["step"] == progress["total_steps"] == STEPS
+    assert progress["epoch"] == progress["epochs"] == 3 and progress["eta_s"] == 0
+    assert set(progress["losses"]) >= {"reconstruction", "discriminator", "generator"}
+    assert not (run.model_dir / ".jobs" / job.id).exists()  # the scratch state is gone
+
+
+def test_a_failing_job_is_recorded_and_not_retried(run):
+    job = run.jobs["no-dataset"]
+    assert job.get_status() == JobStatus.FAILED
+    assert job.meta["attempts"] == 1  # Retry(max=2) is for crashes, not for errors
+    assert "DatasetNotFound" in job.latest_result().exc_string
+    assert "unknown dataset 'nonexistent'" in job.latest_result().exc_string
+    assert "never" not in run.store.models()
+
+
+def test_a_job_that_already_published_publishes_nothing_new(run):
+    job = run.jobs["guarded"]
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.return_value() == {"model": "guarded", "version": 1}
+    assert run.store.versions("guarded") == [1]
+    assert "progress" not in job.meta  # it did not train again

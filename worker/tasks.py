@@ -1,0 +1,150 @@
+"""The jobs a worker runs. The service enqueues ``train`` by its dotted name,
+``"worker.tasks.train"``, with JSON arguments.
+
+One job publishes exactly one version, however many times it is started:
+
+- it saves a resumable state every ``checkpoint_every`` epochs in its scratch directory
+  ``<model_dir>/.jobs/<job id>/`` (on the shared volume); started again after its worker
+  died, it resumes from the newest state rather than from scratch;
+- the version it published is recorded in the version's metrics (``job_id``) and then
+  in the job's meta; an attempt that finds either publishes nothing new. Publishing
+  happens under a Redis lock, so even two live copies of one job cannot both publish.
+
+Exceptions propagate so that RQ records them on the job. They are not retried (a bad
+dataset fails again); only crashes are (see ``worker.recovery``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from rq import get_current_job
+from rq.job import Job
+
+from aae.checkpoints import publish_model
+from aae.config import AAEConfig
+from aae.data import load_splits
+from aae.errors import AAEError, DatasetNotFound, TrainingStopped
+from aae.resume import load_state, save_state
+from aae.store import CheckpointStore, validate_name
+from aae.training import Trainer
+from worker.control import JobReport, Lease, StopFlag
+from worker.settings import WorkerSettings, get_settings
+
+logger = logging.getLogger(__name__)
+
+SCRATCH_DIR = ".jobs"  # under the store's root; the store ignores names starting with "."
+PUBLISH_LOCK = "aae:job:{id}:publish"
+
+
+def scratch_dir(model_dir: Path, job_id: str) -> Path:
+    return model_dir / SCRATCH_DIR / job_id
+
+
+def train(name: str, config: dict[str, Any], dataset: str = "mnist") -> dict[str, Any]:
+    """Train ``config`` on ``dataset`` and publish the model as the next version of
+    ``name``. Returns ``{"model": name, "version": n}``."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("worker.tasks.train runs as an RQ job")
+    settings = get_settings()
+    scratch = scratch_dir(settings.model_dir, job.id)
+    try:
+        return _train(job, settings, scratch, name, AAEConfig.from_dict(config), dataset)
+    except BaseException:
+        job.retries_left = 0  # an error would happen again: only crashes are retried
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _train(job: Job, settings: WorkerSettings, scratch: Path, name: str, cfg: AAEConfig,
+           dataset: str) -> dict[str, Any]:
+    report = JobReport(job)
+    report.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=job.worker_name,
+                  pid=os.getpid(), stage="starting")
+    if "result" in job.meta:  # an earlier attempt published, then died before finishing
+        return _finish(report, scratch, job.meta["result"]["version"], name)
+    store = CheckpointStore(settings.model_dir)
+    with Lease(job.connection, job.id, settings.lease_ttl_s):
+        version = _published_version(store, name, job.id)
+        if version is not None:
+            return _finish(report, scratch, version, name)
+
+        report.update(stage="loading data")
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        data_dir, download = _dataset_dir(settings, dataset)
+        splits = load_splits(data_dir, n_labels=cfg.n_labels,
+                             validation_size=cfg.validation_size, seed=cfg.seed,
+                             download=download)
+        trainer = Trainer(cfg, splits, device=settings.device, on_progress=report.progress,
+                          should_stop=StopFlag(job.connection, job.id),
+                          on_epoch_end=_saver(scratch, settings.checkpoint_every, report),
+                          progress_every=settings.progress_every)
+        resumed = load_state(trainer, scratch)
+        report.update(stage="training", resumed_from_epoch=resumed,
+                      device=str(trainer.device))
+        try:
+            result = trainer.fit()
+        except TrainingStopped:
+            report.update(stage="stopped", stopped=True)
+            raise
+
+        report.update(stage="publishing")
+        with job.connection.lock(PUBLISH_LOCK.format(id=job.id), timeout=600,
+                                 blocking_timeout=600):
+            version = _published_version(store, name, job.id)
+            if version is None:
+                version = publish_model(store, name, result.model,
+                                        {**result.metrics, "job_id": job.id})
+        return _finish(report, scratch, version, name)
+
+
+def _finish(report: JobReport, scratch: Path, version: int, name: str) -> dict[str, Any]:
+    result = {"model": name, "version": version}
+    report.update(stage="finished", result=result)
+    shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("job %s: %s version %d", report.job.id, name, version)
+    return result
+
+
+def _saver(scratch: Path, every: int, report: JobReport) -> Callable[[Trainer], None]:
+    """``Trainer.on_epoch_end``: a resumable state every ``every`` epochs (not after the
+    last one: the model is published then)."""
+    def on_epoch_end(trainer: Trainer) -> None:
+        if trainer.epoch % every == 0 and trainer.step < trainer.total_steps:
+            save_state(trainer, scratch)
+            report.update(checkpoint_epoch=trainer.epoch)
+    return on_epoch_end
+
+
+def _published_version(store: CheckpointStore, name: str, job_id: str) -> int | None:
+    """The version of ``name`` this job already published, if any."""
+    try:
+        versions = store.versions(name)
+    except AAEError:  # no such model yet
+        return None
+    for version in reversed(versions):
+        try:
+            if store.info(name, version).metrics.get("job_id") == job_id:
+                return version
+        except AAEError:  # deleted meanwhile, or unreadable: not ours to judge here
+            continue
+    return None
+
+
+def _dataset_dir(settings: WorkerSettings, dataset: str) -> tuple[Path, bool]:
+    """The directory of ``dataset``'s IDX files, and whether missing files may be fetched."""
+    if dataset == "mnist":
+        return settings.data_dir, True
+    validate_name(dataset, "dataset name")
+    if settings.datasets_dir is None:
+        raise DatasetNotFound(f"unknown dataset {dataset!r}: this worker has only 'mnist' "
+                              "(set AAE_DATASETS_DIR to a directory of datasets)")
+    return settings.datasets_dir / dataset, False
