@@ -13,9 +13,10 @@ from fastapi import FastAPI
 
 from aae.store import CheckpointStore
 from service import errors
+from service.jobs import JobQueue
 from service.limits import BodySizeLimit
 from service.registry import ModelRegistry
-from service.routes import health, inference, models, v2
+from service.routes import health, inference, jobs, models, v2
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             cache_size=settings.model_cache_size, alias_refresh_s=settings.alias_refresh_s,
             executor=executor, max_batch=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000)
+        app.state.jobs = JobQueue.connect(settings)  # connects on first use
         logger.info("serving models from %s", settings.model_dir)
         gc.freeze()  # start-up objects (torch, the app) leave the collector's generations
         try:
             yield
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
+            app.state.jobs.close()
 
     app = FastAPI(title="AAE serving", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
@@ -56,4 +59,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v2.router)
+    app.include_router(jobs.router)
     return app

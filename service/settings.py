@@ -5,12 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AAE_")
+    model_config = SettingsConfigDict(env_prefix="AAE_", populate_by_name=True)
 
     model_dir: Path = Path("models")  # the checkpoint store (shared volume)
     default_model: str = "mnist-semi-supervised"  # used when a request names no model
@@ -30,6 +30,24 @@ class ServiceSettings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)  # before resizing to 28x28
     max_images: int = Field(256, ge=1)  # images or codes in one request
     max_samples: int = Field(256, ge=1)  # n of GET /sample
+
+    # training jobs: the RQ queue the workers read (REDIS_URL is honoured too)
+    redis_url: str = Field("redis://localhost:6379/0",
+                           validation_alias=AliasChoices("AAE_REDIS_URL", "REDIS_URL"))
+    queue: str = "training"
+    job_timeout_s: int = Field(24 * 3600, ge=1)  # a job running longer is killed
+    job_retries: int = Field(3, ge=0)  # restarts after a crash (errors are not retried)
+    job_result_ttl_s: int = Field(7 * 24 * 3600, ge=1)  # ended jobs stay listed this long
+    job_events_poll_s: float = Field(0.5, gt=0)  # how often /jobs/{id}/events looks
+
+    # set: submitting and cancelling jobs, moving aliases and deleting versions need
+    # "Authorization: Bearer <api_key>"; inference stays open
+    api_key: SecretStr | None = None
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 @lru_cache

@@ -7,10 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from aae.store import VersionInfo
+from service.auth import RequireApiKey
 from service.deps import RegistryDep, StoreDep
+from service.errors import problem_responses
 from service.schemas import AliasUpdate, ModelDetailPublic, ModelPublic, ModelVersionPublic
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"],
+                   responses=problem_responses(404, 409, 422))
 
 Name = Annotated[str, Path(description="model name", max_length=64)]
 Version = Annotated[str, Path(description="version number or alias", max_length=64)]
@@ -44,6 +47,7 @@ def get_version(name: Name, version: Version, store: StoreDep) -> ModelVersionPu
 
 
 @router.put("/{name}/aliases/{alias}", response_model=ModelVersionPublic,
+            dependencies=[RequireApiKey], responses=problem_responses(401),
             summary="Point an alias (e.g. production) at a version")
 def set_alias(name: Name, alias: Alias, body: AliasUpdate, store: StoreDep,
               registry: RegistryDep) -> ModelVersionPublic:
@@ -53,8 +57,10 @@ def set_alias(name: Name, alias: Alias, body: AliasUpdate, store: StoreDep,
 
 
 @router.delete("/{name}/versions/{version}", status_code=204, response_class=Response,
+               dependencies=[RequireApiKey],
                summary="Delete a version (refused while an alias points at it)",
-               responses={409: {"description": "an alias points at the version"}})
+               responses={409: {"description": "an alias points at the version"},
+                          **problem_responses(401)})
 def delete_version(name: Name, version: Annotated[int, Path(ge=1)], store: StoreDep,
                    registry: RegistryDep) -> Response:
     store.delete_version(name, version)

@@ -1,0 +1,215 @@
+"""Training jobs in Redis, as the service sees them: submit, look up, list, cancel.
+
+The service never imports worker code. It enqueues jobs on the RQ queue by their
+dotted name, ``worker.tasks.train``, with JSON arguments, and reads what the running
+job writes into its meta (stage, progress, result). Cancelling a running job sets a
+flag that the job reads between two training steps.
+
+Redis being down surfaces as ``redis.exceptions.ConnectionError`` (503, in
+``service.errors``); nothing here caches Redis' answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
+
+from service.errors import JobEnded, JobNotFound
+from service.job_schemas import ENDED, JobStatus, TrainJobCreate, TrainJobPublic
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+TRAIN_TASK = "worker.tasks.train"
+STOP_KEY = "aae:job:{id}:stop"  # read by the running job (worker/control.py)
+STOP_TTL_S = 30 * 24 * 3600
+
+_STATUS = {
+    RQStatus.QUEUED: JobStatus.QUEUED, RQStatus.DEFERRED: JobStatus.QUEUED,
+    RQStatus.SCHEDULED: JobStatus.QUEUED, RQStatus.CREATED: JobStatus.QUEUED,
+    RQStatus.STARTED: JobStatus.STARTED, RQStatus.FINISHED: JobStatus.FINISHED,
+    RQStatus.FAILED: JobStatus.FAILED, RQStatus.CANCELED: JobStatus.CANCELED,
+    RQStatus.STOPPED: JobStatus.STOPPED,
+}
+
+
+def _status(job: Job) -> JobStatus:
+    status = _STATUS.get(job.get_status(refresh=False), JobStatus.QUEUED)
+    if status is JobStatus.FAILED and job.meta.get("stopped"):
+        return JobStatus.STOPPED  # the job raised TrainingStopped on request
+    return status
+
+
+def _error(job: Job) -> str:
+    """The last line of the failure RQ recorded: the exception and its message."""
+    result = job.latest_result()
+    text = (result.exc_string if result is not None else None) or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "the job failed"
+
+
+class JobQueue:
+    """The training queue of one Redis."""
+
+    def __init__(self, connection: Redis, settings: ServiceSettings) -> None:
+        self.connection = connection
+        self.queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
+        self.timeout_s, self.retries = settings.job_timeout_s, settings.job_retries
+        self.result_ttl_s = settings.job_result_ttl_s
+
+    @classmethod
+    def connect(cls, settings: ServiceSettings) -> JobQueue:
+        """A client for ``settings.redis_url``; it connects on first use, so the service
+        starts (and serves inference) without Redis. Requests fail fast when it is down."""
+        connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                    socket_timeout=10, health_check_interval=30,
+                                    retry=RedisRetry(ExponentialBackoff(cap=0.2, base=0.05), 1))
+        return cls(connection, settings)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(self, params: TrainJobCreate) -> TrainJobPublic:
+        name = params.model_name()
+        job = self.queue.enqueue(
+            TRAIN_TASK,
+            kwargs={"name": name, "config": params.config().to_dict(),
+                    "dataset": params.dataset},
+            job_timeout=self.timeout_s, result_ttl=self.result_ttl_s,
+            failure_ttl=self.result_ttl_s,
+            retry=Retry(max=self.retries) if self.retries else None,
+            description=f"train {name} on {params.dataset}")
+        logger.info("queued job %s: train %s", job.id, name)
+        return self._public(job, cancel_requested=False)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _fetch(self, job_id: str) -> Job:
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            raise JobNotFound(f"no job {job_id!r}") from None
+        if job.origin != self.queue.name or job.func_name != TRAIN_TASK:
+            raise JobNotFound(f"no job {job_id!r}")
+        return job
+
+    def _cancel_requested(self, job_ids: list[str]) -> list[bool]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(STOP_KEY.format(id=job_id))
+            return [bool(n) for n in pipe.execute()]
+
+    def _public(self, job: Job, cancel_requested: bool) -> TrainJobPublic:
+        kwargs: dict[str, Any] = job.kwargs
+        meta = job.meta
+        status = _status(job)
+        return TrainJobPublic(
+            id=job.id, status=status, model=kwargs["name"], dataset=kwargs["dataset"],
+            config=kwargs["config"], created_at=job.created_at,
+            started_at=job.started_at, ended_at=job.ended_at if status in ENDED else None,
+            stage=meta.get("stage"), progress=meta.get("progress"),
+            attempts=meta.get("attempts", 0), resumed_from_epoch=meta.get("resumed_from_epoch"),
+            checkpoint_epoch=meta.get("checkpoint_epoch"),
+            cancel_requested=cancel_requested and status not in ENDED,
+            result=meta.get("result") if status is JobStatus.FINISHED else None,
+            error=_error(job) if status is JobStatus.FAILED else None)
+
+    def get(self, job_id: str) -> TrainJobPublic:
+        job = self._fetch(job_id)
+        return self._public(job, self._cancel_requested([job.id])[0])
+
+    def recent(self, status: JobStatus | None = None, limit: int = 100) -> list[TrainJobPublic]:
+        """The newest ``limit`` jobs, newest first, optionally of one status."""
+        q = self.queue
+        sources = {
+            JobStatus.QUEUED: [q.deferred_job_registry, q.scheduled_job_registry],
+            JobStatus.STARTED: [q.started_job_registry],
+            JobStatus.FINISHED: [q.finished_job_registry],
+            JobStatus.FAILED: [q.failed_job_registry],
+            JobStatus.STOPPED: [q.failed_job_registry],
+            JobStatus.CANCELED: [q.canceled_job_registry],
+        }
+        wanted = [status] if status is not None else list(JobStatus)
+        ids: list[str] = []
+        if JobStatus.QUEUED in wanted:
+            ids += q.get_job_ids(0, limit)
+        for registry in {id(r): r for s in wanted for r in sources[s]}.values():
+            ids += registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)
+        ids = list(dict.fromkeys(ids))
+        jobs = [job for job in Job.fetch_many(ids, connection=self.connection,
+                                              serializer=JSONSerializer)
+                if job is not None and job.func_name == TRAIN_TASK]
+        if status is not None:
+            jobs = [job for job in jobs if _status(job) is status]
+        jobs.sort(key=lambda job: job.created_at, reverse=True)
+        jobs = jobs[:limit]
+        flags = self._cancel_requested([job.id for job in jobs])
+        return [self._public(job, flag) for job, flag in zip(jobs, flags, strict=True)]
+
+    async def follow(self, job_id: str, poll_s: float, keepalive_s: float = 15.0
+                     ) -> AsyncIterator[TrainJobPublic | None]:
+        """The job now and each time it changes, until it has ended; None every
+        ``keepalive_s`` without a change. Ends early if Redis goes away (a client that
+        reconnects then gets the 503)."""
+        last, said_at = None, time.monotonic()
+        while True:
+            try:
+                job = await run_in_threadpool(self.get, job_id)
+            except (RedisConnectionError, RedisTimeoutError, JobNotFound) as exc:
+                logger.warning("stopped following job %s: %s", job_id, exc)
+                return
+            if job != last:
+                last, said_at = job, time.monotonic()
+                yield job
+            elif time.monotonic() - said_at >= keepalive_s:
+                said_at = time.monotonic()
+                yield None
+            if job.status in ENDED:
+                return
+            await asyncio.sleep(poll_s)
+
+    # -- cancelling ----------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> TrainJobPublic:
+        """A queued job is canceled; a running one is asked to stop at its next step (it
+        publishes nothing). The stop flag is set first, so that a job a worker takes in
+        the meantime stops too."""
+        job = self._fetch(job_id)
+        status = _status(job)
+        if status in ENDED:
+            raise JobEnded(f"job {job_id} has already ended: {status.value}")
+        self.connection.set(STOP_KEY.format(id=job.id), 1, ex=STOP_TTL_S)
+        if status is JobStatus.QUEUED:
+            try:
+                job.cancel()
+            except InvalidJobOperation:  # ended or canceled meanwhile
+                pass
+            logger.info("canceled job %s", job.id)
+        else:
+            logger.info("asked job %s to stop", job.id)
+        return self.get(job.id)
+
+
+async def get_job_queue(request: Request) -> JobQueue:
+    return request.app.state.jobs
+
+
+JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]

@@ -1,0 +1,79 @@
+"""Training jobs: submit, follow, list, cancel. Thin: parse, call the job queue, shape.
+
+Jobs run on the workers; these routes only talk to Redis, so they answer 503 while it
+is down, and inference does not notice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from service.auth import RequireApiKey
+from service.deps import SettingsDep
+from service.errors import problem_responses
+from service.job_schemas import ENDED, JobStatus, TrainJobCreate, TrainJobPublic
+from service.jobs import JobQueueDep
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(422, 503))
+
+JobId = Annotated[str, Path(description="job id", pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+@router.post("/train", status_code=202, response_model=TrainJobPublic,
+             dependencies=[RequireApiKey], responses=problem_responses(401),
+             summary="Queue a training run; a worker trains and publishes a version")
+def submit_train_job(params: TrainJobCreate, jobs: JobQueueDep, request: Request,
+                     response: Response) -> TrainJobPublic:
+    job = jobs.submit(params)
+    response.headers["Location"] = str(request.app.url_path_for("get_job", job_id=job.id))
+    return job
+
+
+@router.get("", response_model=list[TrainJobPublic], summary="Jobs, newest first")
+def list_jobs(jobs: JobQueueDep, status: JobStatus | None = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[TrainJobPublic]:
+    return jobs.recent(status, limit)
+
+
+@router.get("/{job_id}", response_model=TrainJobPublic, responses=problem_responses(404),
+            summary="Status, progress, result or error of a job")
+def get_job(job_id: JobId, jobs: JobQueueDep) -> TrainJobPublic:
+    return jobs.get(job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=TrainJobPublic, dependencies=[RequireApiKey],
+             responses={**problem_responses(401, 404, 409),
+                        202: {"description": "running: it stops at its next step and "
+                                             "publishes nothing", "model": TrainJobPublic}},
+             summary="Cancel a queued job, or stop a running one")
+def cancel_job(job_id: JobId, jobs: JobQueueDep, response: Response) -> TrainJobPublic:
+    job = jobs.cancel(job_id)
+    if job.status not in ENDED:
+        response.status_code = 202
+    return job
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={**problem_responses(404),
+                       200: {"content": {"text/event-stream": {}}, "description":
+                             "server-sent events: 'job' (the job, each time it changes), "
+                             "then 'end' (the job as it ended)"}},
+            summary="Follow a job's progress until it ends (server-sent events)")
+async def job_events(job_id: JobId, jobs: JobQueueDep,
+                     settings: SettingsDep) -> StreamingResponse:
+    await run_in_threadpool(jobs.get, job_id)  # 404 or 503 before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        async for job in jobs.follow(job_id, settings.job_events_poll_s):
+            if job is None:
+                yield ": keep-alive\n\n"
+            else:
+                kind = "end" if job.status in ENDED else "job"
+                yield f"event: {kind}\ndata: {job.model_dump_json()}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

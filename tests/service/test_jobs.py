@@ -1,0 +1,228 @@
+"""The job API against a real Redis server and a real worker process: submit, follow,
+list, cancel; 503 while Redis is down (inference unaffected); the API key.
+
+The module shares one Redis server and one worker on the queue "training". Tests whose
+jobs must stay queued submit to a queue nobody works on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from aae.checkpoints import publish_model
+from aae.config import AAEConfig, Mode, Precision
+from aae.data import load_splits
+from aae.model import AdversarialAutoencoder
+from aae.store import CheckpointStore
+from cli.embedded_redis import EmbeddedRedis
+from service.app import create_app
+from service.settings import ServiceSettings
+
+QUICK = {"epochs": 3, "hidden": 64, "validation_size": 300, "precision": "fp32"}
+LONG = {**QUICK, "epochs": 200, "batch_size": 20}  # ~17,000 steps: cancelled long before
+UNWORKED = "nobody-works-here"  # a queue without workers: its jobs stay queued
+KEY = "s3cret"
+
+
+@dataclass
+class Stack:
+    redis: EmbeddedRedis
+    model_dir: Path
+    store: CheckpointStore
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          make_workers: Callable[..., Any]) -> Iterator[Stack]:
+    """Redis, a store holding an untrained model "base", and one worker."""
+    model_dir = tmp_path_factory.mktemp("jobs") / "models"
+    store = CheckpointStore(model_dir)
+    torch.manual_seed(0)
+    publish_model(store, "base", AdversarialAutoencoder(
+        AAEConfig(mode=Mode.SUPERVISED, hidden=64, precision=Precision.FP32)), {})
+    workers = make_workers()
+    with EmbeddedRedis() as redis:
+        workers.start(redis.url, model_dir)
+        yield Stack(redis, model_dir, store)
+        workers.stop_all()
+
+
+@pytest.fixture
+def make_client(stack: Stack) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(**settings)``: a started app over the module's store and Redis."""
+    threads = torch.get_num_threads()  # the lifespan sets torch's process-wide thread count
+    with ExitStack() as clients:
+        def make(**overrides: Any) -> TestClient:
+            settings = {"model_dir": stack.model_dir, "redis_url": stack.redis.url,
+                        "default_model": "base", "job_events_poll_s": 0.05, **overrides}
+            return clients.enter_context(TestClient(create_app(ServiceSettings(**settings))))
+        yield make
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def events(client: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The server-sent events of a job, read until the stream ends."""
+    out, kind = [], None
+    with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: "):]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[len("data: "):])))
+    return out
+
+
+def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, stack,
+                                                                       problem):
+    submitted = client.post("/jobs/train", json={"name": "sevens", "mode": "supervised",
+                                                 **QUICK, "batch_size": 20})
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()
+    assert submitted.headers["location"] == f"/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["model"] == "sevens"
+    assert job["config"]["mode"] == "supervised" and job["config"]["epochs"] == 3
+
+    stream = events(client, job["id"])
+    kinds = [kind for kind, _ in stream]
+    assert kinds[-1] == "end" and set(kinds[:-1]) == {"job"}
+    steps = [e["progress"]["step"] for _, e in stream if e["progress"]]
+    assert len(set(steps)) >= 2 and steps == sorted(steps)  # progress moved, forwards
+    assert any(e["status"] == "started" and e["progress"] and e["progress"]["eta_s"] is not None
+               for _, e in stream)
+    final = stream[-1][1]
+    assert final["status"] == "finished" and final["error"] is None
+    assert final["result"] == {"model": "sevens", "version": 1}
+    assert final["progress"]["step"] == final["progress"]["total_steps"] == 3 * (1700 // 20)
+    assert set(final["progress"]["losses"]) == {"reconstruction", "discriminator", "generator"}
+    assert final["ended_at"] and final["attempts"] == 1
+
+    assert client.get(f"/jobs/{job['id']}").json() == final
+    assert job["id"] in [j["id"] for j in client.get("/jobs", params={"status": "finished"}).json()]
+    assert job["id"] not in [j["id"] for j in client.get("/jobs",
+                                                         params={"status": "failed"}).json()]
+    sample = client.get("/sample", params={"model": "sevens", "label": 7})
+    assert sample.status_code == 200 and sample.headers["content-type"] == "image/png"
+    assert sample.headers["x-model-version"] == "1"
+    problem(client.post(f"/jobs/{job['id']}/cancel"), 409)  # it has ended
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"epochs": 0}, "epochs"),
+    ({"mode": "semi_supervised", "n_labels": 105}, "n_labels"),
+    ({"mode": "unsupervised", "n_labels": 100}, "n_labels"),
+    ({"mode": "adversarial"}, "mode"),
+    ({"dropout_encoder": 1.5}, "dropout_encoder"),
+    ({"name": "../escape"}, "name"),
+    ({"dataset": "a/b"}, "dataset"),
+    ({"learning_rate": 0.1}, "learning_rate"),
+])
+def test_invalid_parameters_are_refused_naming_the_field(client, problem, body, field):
+    body = problem(client.post("/jobs/train", json=body), 422)
+    assert [e["loc"] for e in body["errors"]] == [["body", field]]
+    assert field in body["detail"]
+
+
+def test_a_queued_job_is_canceled(make_client, problem):
+    client = make_client(queue=UNWORKED)
+    job = client.post("/jobs/train", json=QUICK).json()
+    assert job["model"] == "mnist-unsupervised"  # the default name: <dataset>-<mode>
+    assert [j["id"] for j in client.get("/jobs", params={"status": "queued"}).json()] == [job["id"]]
+    canceled = client.post(f"/jobs/{job['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert client.get(f"/jobs/{job['id']}").json()["status"] == "canceled"
+    assert client.get("/jobs", params={"status": "queued"}).json() == []
+    assert [j["id"] for j in client.get("/jobs", params={"status": "canceled"}).json()] == [
+        job["id"]]
+    problem(client.post(f"/jobs/{job['id']}/cancel"), 409)
+    problem(client.get("/jobs/no-such-job"), 404)
+    problem(client.post("/jobs/no-such-job/cancel"), 404)
+
+
+def test_a_running_job_stops_at_a_step_and_publishes_nothing(client, stack, wait_for):
+    job = client.post("/jobs/train", json={"name": "never", **LONG}).json()
+    wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["progress"], timeout=120,
+             what="the job to train")
+    assert client.get(f"/jobs/{job['id']}").json()["status"] == "started"
+
+    asked = client.post(f"/jobs/{job['id']}/cancel")
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["cancel_requested"] is True
+
+    stopped = events(client, job["id"])[-1][1]
+    assert stopped["status"] == "stopped" and stopped["result"] is None
+    assert stopped["progress"]["step"] < stopped["progress"]["total_steps"]
+    assert "never" not in stack.store.models()
+    assert not (stack.model_dir / ".jobs" / job["id"]).exists()
+    listed = client.get("/jobs", params={"status": "stopped"}).json()
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+@pytest.fixture(scope="module")
+def digit_pixels(fixture_data_dir: Path) -> list[float]:
+    splits = load_splits(fixture_data_dir, n_labels=None, validation_size=0, seed=0,
+                         download=False)
+    return splits.test.images[0].tolist()
+
+
+def test_job_routes_answer_503_while_redis_is_down_and_inference_still_serves(
+        make_client, problem, digit_pixels):
+    with EmbeddedRedis() as redis:
+        client = make_client(redis_url=redis.url)
+        assert client.get("/jobs").status_code == 200
+    # Redis is gone
+    for response in (client.get("/jobs"), client.get("/jobs/some-id"),
+                     client.post("/jobs/train", json=QUICK),
+                     client.post("/jobs/some-id/cancel"), client.get("/jobs/some-id/events")):
+        body = problem(response, 503)
+        assert body["title"] == "Job queue unavailable" and "Redis" in body["detail"]
+    encoded = client.post("/encode", json={"pixels": digit_pixels})
+    assert encoded.status_code == 200 and len(encoded.json()["z"][0]) == 2
+    assert client.get("/sample", params={"label": 7}).status_code == 200
+    assert client.get("/models/base").status_code == 200
+
+
+@pytest.mark.parametrize("api_key", [None, KEY])
+def test_the_api_key_guards_changes_and_leaves_inference_open(make_client, stack, problem,
+                                                              api_key, digit_pixels):
+    client = make_client(queue=UNWORKED, api_key=api_key)
+    torch.manual_seed(0)
+    spare = publish_model(stack.store, "base", AdversarialAutoencoder(
+        AAEConfig(mode=Mode.SUPERVISED, hidden=64, precision=Precision.FP32)), {})
+    good = {"Authorization": f"Bearer {KEY}"}
+    queued = client.post("/jobs/train", json=QUICK, headers=good).json()["id"]
+    changes = [
+        lambda h: client.post("/jobs/train", json=QUICK, headers=h),
+        lambda h: client.post(f"/jobs/{queued}/cancel", headers=h),
+        lambda h: client.put("/models/base/aliases/production", json={"version": 1},
+                             headers=h),
+        lambda h: client.delete(f"/models/base/versions/{spare}", headers=h),
+    ]
+    for change in changes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+            response = change(headers)
+            if api_key is None:
+                assert response.status_code < 300, response.text
+                break
+            problem(response, 401)
+            assert response.headers["www-authenticate"] == "Bearer"
+        else:
+            assert change(good).status_code < 300
+    for read in (client.get("/jobs"), client.get(f"/jobs/{queued}"), client.get("/models"),
+                 client.get("/sample", params={"label": 3}),
+                 client.post("/encode", json={"pixels": digit_pixels})):
+        assert read.status_code == 200, read.text
