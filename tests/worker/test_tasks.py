@@ -109,3 +109,31 @@ def test_a_job_that_already_published_publishes_nothing_new(run):
     assert job.return_value() == {"model": "guarded", "version": 1}
     assert run.store.versions("guarded") == [1]
     assert "progress" not in job.meta  # it did not train again
+
+
+def test_workers_share_the_queue_and_each_job_publishes_one_version(redis_server, workers,
+                                                                     tmp_path, wait_for):
+    """Two workers on one queue and one store, four jobs for one model: both workers
+    train, and the four jobs publish versions 1 to 4, one each."""
+    from rq import Worker
+
+    model_dir = tmp_path / "models"
+    connection = Redis.from_url(redis_server.url)
+    queue = Queue("training", connection=connection, serializer=JSONSerializer)
+    for _ in range(2):
+        workers.start(redis_server.url, model_dir)
+    wait_for(lambda: len(Worker.all(queue=queue)) == 2, timeout=60, what="two workers")
+    jobs = [enqueue(queue, "shared", quick_config(Mode.UNSUPERVISED)) for _ in range(4)]
+
+    def ended() -> bool:
+        return all(job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED) for job in jobs)
+    wait_for(ended, timeout=240, what="the four jobs")
+    for job in jobs:
+        job.refresh()
+    assert [job.get_status() for job in jobs] == [JobStatus.FINISHED] * 4
+    versions = sorted(job.return_value()["version"] for job in jobs)
+    assert versions == [1, 2, 3, 4] == CheckpointStore(model_dir).versions("shared")
+    assert len({job.meta["worker"] for job in jobs}) == 2
+    for job in jobs:
+        info = CheckpointStore(model_dir).info("shared", job.return_value()["version"])
+        assert info.metrics["job_id"] == job.id
