@@ -45,8 +45,10 @@ class Progress:
     losses: dict[str, float]  # latest loss of each phase
     elapsed_s: float
     eta_s: float | None
-    validation_error: float | None = None  # at epoch ends, for classifiers
-    validation_loss: float | None = None  # at epoch ends: reconstruction loss
+    # measured at the end of the last epoch (None before the first): the error for
+    # classifiers, the reconstruction loss for all
+    validation_error: float | None = None
+    validation_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -142,7 +144,9 @@ class Trainer:
                 self.step += 1
                 if self.step % self.progress_every == 0 or self.step == self.total_steps:
                     self.losses = {k: v.item() for k, v in losses.items()}
-                    self._report("step", start)
+                    last = self.history[-1] if self.history else {}
+                    self._report("step", start, last.get("validation_error"),
+                                 last.get("validation_loss"))
                 if self.step >= self.total_steps:
                     break
             self.epoch += 1

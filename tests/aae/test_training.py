@@ -79,6 +79,10 @@ def test_progress_reports_steps_epochs_and_validation(fixture_data_dir):
     assert [p.step for p in steps] == list(range(5, 35, 5)) + [34]
     assert [p.epoch for p in epochs] == [1, 2] and epochs[-1].step == 34
     assert all(0 <= p.validation_error <= 1 for p in epochs)
+    # step reports carry the last epoch's validation, none before the first epoch's end
+    assert all(p.validation_error is None for p in steps if p.step <= 17)
+    assert all(p.validation_error == epochs[0].validation_error for p in steps
+               if 17 < p.step < 34)
     assert set(steps[-1].losses) == {"reconstruction", "discriminator", "generator",
                                      "classification"}
     assert all(p.eta_s is not None and p.eta_s >= 0 for p in steps)
