@@ -13,7 +13,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
+from contextlib import ExitStack
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -120,9 +122,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import tempfile
+
     import uvicorn
 
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port)
+    with ExitStack() as stack:
+        if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # several processes: their metrics meet in files, summed at each scrape (set
+            # before prometheus-client is imported: it picks its mode then)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="aae-metrics-"))
+        from service.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()  # no stale values of an earlier run
+        uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers)
     return 0
 
 
@@ -169,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the API (settings: AAE_* variables)")
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="API processes (default 1; "
+                       "with more, metrics are shared through $PROMETHEUS_MULTIPROC_DIR, "
+                       "a temporary directory unless set)")
     serve.set_defaults(func=cmd_serve)
     return parser
 

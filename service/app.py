@@ -13,10 +13,12 @@ from fastapi import FastAPI
 
 from aae.store import CheckpointStore
 from service import errors
+from service.job_metrics import JobMetrics
 from service.jobs import JobQueue
 from service.limits import BodySizeLimit
+from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
 from service.registry import ModelRegistry
-from service.routes import health, inference, jobs, models, v2
+from service.routes import health, inference, jobs, metrics, models, v2
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.store, default_model=settings.default_model, device=settings.device,
             cache_size=settings.model_cache_size, alias_refresh_s=settings.alias_refresh_s,
             executor=executor, max_batch=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000)
+            max_wait_s=settings.max_batch_wait_ms / 1000, observer=InferenceMetrics())
         app.state.jobs = JobQueue.connect(settings)  # connects on first use
+        app.state.metric_collectors = (JobMetrics(app.state.jobs),)
         logger.info("serving models from %s", settings.model_dir)
         gc.freeze()  # start-up objects (torch, the app) leave the collector's generations
         try:
@@ -50,14 +53,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             app.state.jobs.close()
+            mark_process_dead()  # several uvicorn workers: this one's gauges go
 
     app = FastAPI(title="AAE serving", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(HTTPMetrics)  # outermost: it also counts what the limit refuses
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(jobs.router)
+    app.include_router(metrics.router)
     return app

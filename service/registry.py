@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -65,21 +66,34 @@ OPERATIONS: dict[str, Callable] = {"encode": _encode, "decode": _decode,
                                    "reconstruct": _reconstruct}
 
 
+class RegistryObserver(Protocol):
+    """What the registry reports (the metrics implement it)."""
+
+    def cache(self, name: str, version: int, hit: bool) -> None: ...
+    def loaded(self, loaded: LoadedModel, seconds: float) -> None: ...
+    def unloaded(self, name: str, version: int) -> None: ...
+    def batch(self, loaded: LoadedModel, operation: str, rows: int, seconds: float) -> None: ...
+
+
+class _Unobserved:
+    def cache(self, name: str, version: int, hit: bool) -> None: pass
+    def loaded(self, loaded: LoadedModel, seconds: float) -> None: pass
+    def unloaded(self, name: str, version: int) -> None: pass
+    def batch(self, loaded: LoadedModel, operation: str, rows: int, seconds: float) -> None: pass
+
+
 class ModelRegistry:
     def __init__(self, store: CheckpointStore, *, default_model: str, device: str,
                  cache_size: int, alias_refresh_s: float, executor: Executor,
                  max_batch: int, max_wait_s: float,
-                 on_load: Callable[[LoadedModel, float], None] | None = None,
-                 on_batch: Callable[[LoadedModel, str, int, float], None] | None = None
-                 ) -> None:
+                 observer: RegistryObserver | None = None) -> None:
         self.store, self.default_model, self.device = store, default_model, device
         self.cache_size, self.alias_refresh_s = cache_size, alias_refresh_s
         self.executor, self.max_batch, self.max_wait_s = executor, max_batch, max_wait_s
-        self.on_load, self.on_batch = on_load, on_batch
+        self.observer: RegistryObserver = observer or _Unobserved()
         self._resolved: dict[tuple[str, str], tuple[int, float]] = {}
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future] = {}
-        self.hits = self.misses = 0
 
     def resolve(self, name: str | None, version: str | None) -> tuple[str, int]:
         """(model name, version number) for a request; raises CheckpointNotFound."""
@@ -99,9 +113,9 @@ class ModelRegistry:
         loaded = self._models.get(key)
         if loaded is not None:
             self._models.move_to_end(key)
-            self.hits += 1
+            self.observer.cache(*key, hit=True)
             return loaded
-        self.misses += 1
+        self.observer.cache(*key, hit=False)
         pending = self._loading.get(key)
         if pending is None:  # first request for it: load once, others wait on the same future
             pending = asyncio.ensure_future(self._load(key))
@@ -121,23 +135,23 @@ class ModelRegistry:
                 self.executor if torch.device(self.device).type == "cuda" else None,
                 self.max_batch,
                 self.max_wait_s,
-                observe=(None if self.on_batch is None else
-                         lambda rows, seconds, op=op: self.on_batch(loaded, op, rows, seconds)))
+                observe=lambda rows, seconds, op=op: self.observer.batch(loaded, op, rows,
+                                                                         seconds))
         self._models[key] = loaded
         while len(self._models) > self.cache_size:
             evicted, _ = self._models.popitem(last=False)
             logger.info("unloaded %s version %d", *evicted)
+            self.observer.unloaded(*evicted)
         seconds = time.perf_counter() - start
         logger.info("loaded %s version %d in %.3f s", key[0], key[1], seconds)
-        if self.on_load is not None:
-            self.on_load(loaded, seconds)
+        self.observer.loaded(loaded, seconds)
         return loaded
 
     def forget(self, name: str, version: int | None = None) -> None:
         """Drop cached resolutions (and the loaded model) after a change through this API."""
         self._resolved = {k: v for k, v in self._resolved.items() if k[0] != name}
-        if version is not None:
-            self._models.pop((name, version), None)
+        if version is not None and self._models.pop((name, version), None) is not None:
+            self.observer.unloaded(name, version)
 
     @property
     def loaded(self) -> list[tuple[str, int]]:

@@ -30,11 +30,13 @@ from rq.job import Job
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig
 from aae.data import load_splits
+from aae.device import default_device
 from aae.errors import AAEError, DatasetNotFound, TrainingStopped
 from aae.resume import load_state, save_state
 from aae.store import CheckpointStore, validate_name
-from aae.training import Trainer
+from aae.training import Progress, Trainer
 from worker.control import JobReport, Lease, StopFlag
+from worker.metrics import StepTimer, record_outcome
 from worker.settings import WorkerSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -55,16 +57,22 @@ def train(name: str, config: dict[str, Any], dataset: str = "mnist") -> dict[str
         raise RuntimeError("worker.tasks.train runs as an RQ job")
     settings = get_settings()
     scratch = scratch_dir(settings.model_dir, job.id)
+    device = torch.device(settings.device) if settings.device else default_device()
     try:
-        return _train(job, settings, scratch, name, AAEConfig.from_dict(config), dataset)
-    except BaseException:
+        result = _train(job, settings, device, scratch, name, AAEConfig.from_dict(config),
+                        dataset)
+    except BaseException as exc:
         job.retries_left = 0  # an error would happen again: only crashes are retried
         shutil.rmtree(scratch, ignore_errors=True)
+        record_outcome(job.connection, "stopped" if isinstance(exc, TrainingStopped)
+                       else "failed", device.type)
         raise
+    record_outcome(job.connection, "finished", device.type)
+    return result
 
 
-def _train(job: Job, settings: WorkerSettings, scratch: Path, name: str, cfg: AAEConfig,
-           dataset: str) -> dict[str, Any]:
+def _train(job: Job, settings: WorkerSettings, device: torch.device, scratch: Path,
+           name: str, cfg: AAEConfig, dataset: str) -> dict[str, Any]:
     report = JobReport(job)
     report.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=job.worker_name,
                   pid=os.getpid(), stage="starting")
@@ -83,7 +91,13 @@ def _train(job: Job, settings: WorkerSettings, scratch: Path, name: str, cfg: AA
         splits = load_splits(data_dir, n_labels=cfg.n_labels,
                              validation_size=cfg.validation_size, seed=cfg.seed,
                              download=download)
-        trainer = Trainer(cfg, splits, device=settings.device, on_progress=report.progress,
+        step_timer = StepTimer(job.connection, device.type)
+
+        def on_progress(progress: Progress) -> None:
+            report.progress(progress)
+            step_timer(progress)
+
+        trainer = Trainer(cfg, splits, device=device, on_progress=on_progress,
                           should_stop=StopFlag(job.connection, job.id),
                           on_epoch_end=_saver(scratch, settings.checkpoint_every, report),
                           progress_every=settings.progress_every)

@@ -27,6 +27,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode, Precision
@@ -96,7 +97,8 @@ def store(model_dir: Path) -> CheckpointStore:
 
 def service_settings(model_dir: Path, **overrides: Any) -> ServiceSettings:
     values: dict[str, Any] = dict(model_dir=model_dir, default_model="digits",
-                                  alias_refresh_s=0.2)
+                                  alias_refresh_s=0.2,
+                                  redis_url="redis://127.0.0.1:1")  # inference needs none
     return ServiceSettings(**{**values, **overrides})
 
 
@@ -195,3 +197,36 @@ class ImageFiles:
 @pytest.fixture(scope="session")
 def image_files(test_digits: Digits) -> ImageFiles:
     return ImageFiles(test_digits)
+
+
+# -- Prometheus metrics ---------------------------------------------------------------------
+
+class Scrape(dict):
+    """One ``/metrics`` answer parsed with prometheus-client's own parser: sample value by
+    (sample name, labels)."""
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value; 0 for a sample not (yet) exposed."""
+        return self.get((name, frozenset(labels.items())), 0.0)
+
+    def samples(self, name: str) -> dict[frozenset, float]:
+        return {labels: v for (n, labels), v in self.items() if n == name}
+
+
+def parse_metrics(text: str) -> Scrape:
+    scrape = Scrape()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            scrape[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return scrape
+
+
+@pytest.fixture(scope="session")
+def scrape() -> Callable[[Any], Scrape]:
+    """``scrape(client)``: GET /metrics (Prometheus text format) and parse it."""
+    def get(client: Any) -> Scrape:
+        response = client.get("/metrics")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/plain; version=")
+        return parse_metrics(response.text)
+    return get

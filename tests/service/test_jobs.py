@@ -7,6 +7,7 @@ jobs must stay queued submit to a queue nobody works on."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from service.app import create_app
 from service.settings import ServiceSettings
 
 QUICK = {"epochs": 3, "hidden": 64, "validation_size": 300, "precision": "fp32"}
-LONG = {**QUICK, "epochs": 200, "batch_size": 20}  # ~17,000 steps: cancelled long before
+LONG = {**QUICK, "mode": "semi_supervised", "n_labels": 100, "epochs": 200,
+        "batch_size": 20}  # ~17,000 steps: cancelled long before
 UNWORKED = "nobody-works-here"  # a queue without workers: its jobs stay queued
 KEY = "s3cret"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -73,6 +76,14 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
+def dashboard_metrics() -> set[str]:
+    """The aae_* series the Grafana dashboard's panels query."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "aae-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert exprs
+    return {name for expr in exprs for name in re.findall(r"\baae_[a-z_]+", expr)}
+
+
 def events(client: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
     """The server-sent events of a job, read until the stream ends."""
     out, kind = [], None
@@ -88,7 +99,8 @@ def events(client: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, stack,
-                                                                       problem):
+                                                                       problem, scrape):
+    before = scrape(client)
     submitted = client.post("/jobs/train", json={"name": "sevens", "mode": "supervised",
                                                  **QUICK, "batch_size": 20})
     assert submitted.status_code == 202, submitted.text
@@ -119,6 +131,20 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     assert sample.status_code == 200 and sample.headers["content-type"] == "image/png"
     assert sample.headers["x-model-version"] == "1"
     problem(client.post(f"/jobs/{job['id']}/cancel"), 409)  # it has ended
+
+    # the worker's counters, read from Redis by the API's /metrics
+    after = scrape(client)
+    assert after.value("aae_job_queue_up") == 1 and after.value("aae_workers_alive") == 1
+    assert after.value("aae_jobs_queued") == 0
+    assert after.value("aae_jobs", status="finished") >= 1
+    cpu = {"device": "cpu"}
+    assert (after.value("aae_worker_jobs_total", outcome="finished", **cpu)
+            - before.value("aae_worker_jobs_total", outcome="finished", **cpu)) == 1
+    steps = (after.value("aae_training_step_seconds_count", **cpu)
+             - before.value("aae_training_step_seconds_count", **cpu))
+    seconds = (after.value("aae_training_step_seconds_sum", **cpu)
+               - before.value("aae_training_step_seconds_sum", **cpu))
+    assert 0 < steps <= 3 * (1700 // 20) and 0 < seconds / steps < 1
 
 
 @pytest.mark.parametrize("body, field", [
@@ -153,11 +179,27 @@ def test_a_queued_job_is_canceled(make_client, problem):
     problem(client.post("/jobs/no-such-job/cancel"), 404)
 
 
-def test_a_running_job_stops_at_a_step_and_publishes_nothing(client, stack, wait_for):
+def test_a_running_job_stops_at_a_step_and_publishes_nothing(client, stack, wait_for,
+                                                             scrape):
     job = client.post("/jobs/train", json={"name": "never", **LONG}).json()
-    wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["progress"], timeout=120,
-             what="the job to train")
+    wait_for(lambda: (client.get(f"/jobs/{job['id']}").json()["progress"] or {}).get(
+        "validation_error") is not None, timeout=120, what="the job's first epoch")
     assert client.get(f"/jobs/{job['id']}").json()["status"] == "started"
+    for _ in range(2):  # some inference too, for the dashboard's panels
+        assert client.get("/sample", params={"label": 3}).status_code == 200
+    running = scrape(client)  # its progress, read from Redis at scrape time
+    exposed = {name for name, _ in running}
+    assert dashboard_metrics() <= exposed, dashboard_metrics() - exposed
+    ours = {"job_id": job["id"], "model": "never"}
+    assert running.value("aae_jobs", status="started") == 1
+    assert running.value("aae_job_step", **ours) >= 10
+    assert running.value("aae_job_total_steps", **ours) == 200 * (1700 // 20)
+    assert running.value("aae_job_epochs", **ours) == 200
+    assert running.value("aae_job_epoch", **ours) >= 1
+    assert 0 < running.value("aae_job_validation_error", **ours) < 1
+    assert {dict(labels)["phase"] for labels in running.samples("aae_job_loss")
+            if dict(labels)["job_id"] == job["id"]} == {"reconstruction", "discriminator",
+                                                         "generator", "classification"}
 
     asked = client.post(f"/jobs/{job['id']}/cancel")
     assert asked.status_code == 202, asked.text
@@ -170,6 +212,9 @@ def test_a_running_job_stops_at_a_step_and_publishes_nothing(client, stack, wait
     assert not (stack.model_dir / ".jobs" / job["id"]).exists()
     listed = client.get("/jobs", params={"status": "stopped"}).json()
     assert [j["id"] for j in listed] == [job["id"]]
+    ended = scrape(client)
+    assert ended.value("aae_worker_jobs_total", outcome="stopped", device="cpu") == 1
+    assert not ended.samples("aae_job_step")  # no job is running
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +225,7 @@ def digit_pixels(fixture_data_dir: Path) -> list[float]:
 
 
 def test_job_routes_answer_503_while_redis_is_down_and_inference_still_serves(
-        make_client, problem, digit_pixels):
+        make_client, problem, digit_pixels, scrape):
     with EmbeddedRedis() as redis:
         client = make_client(redis_url=redis.url)
         assert client.get("/jobs").status_code == 200
@@ -194,6 +239,7 @@ def test_job_routes_answer_503_while_redis_is_down_and_inference_still_serves(
     assert encoded.status_code == 200 and len(encoded.json()["z"][0]) == 2
     assert client.get("/sample", params={"label": 7}).status_code == 200
     assert client.get("/models/base").status_code == 200
+    assert scrape(client).value("aae_job_queue_up") == 0  # and the scrape still works
 
 
 @pytest.mark.parametrize("api_key", [None, KEY])

@@ -1,0 +1,129 @@
+"""Prometheus metrics of the API: HTTP traffic and inference.
+
+Named by Prometheus conventions (``_total`` counters, ``_seconds`` units) under the
+``aae_`` prefix. With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn worker
+processes), every process writes its values to files there and ``/metrics`` sums them
+with prometheus-client's ``MultiProcessCollector``; ``aae serve`` empties that directory
+before the workers start, and each worker marks itself dead when it stops. Job and
+worker metrics are read from Redis at scrape time (``service.job_metrics``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
+                               Gauge, Histogram, generate_latest, multiprocess)
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.registry import LoadedModel
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+HTTP_REQUESTS = Counter("aae_http_requests_total", "HTTP requests, by route template, "
+                        "method and status code", ["route", "method", "status"])
+HTTP_LATENCY = Histogram("aae_http_request_duration_seconds", "Time to answer a request, "
+                         "by route template and method", ["route", "method"],
+                         buckets=LATENCY_BUCKETS)
+HTTP_IN_PROGRESS = Gauge("aae_http_requests_in_progress", "Requests being answered now",
+                         ["method"], multiprocess_mode="livesum")
+BATCH_SIZE = Histogram("aae_inference_batch_size", "Images (or codes) per forward pass",
+                       ["model", "version", "operation"], buckets=BATCH_BUCKETS)
+FORWARD_SECONDS = Histogram("aae_inference_forward_seconds", "Time of one forward pass",
+                            ["model", "version", "operation"], buckets=LATENCY_BUCKETS)
+MODEL_LOAD_SECONDS = Histogram("aae_model_load_seconds", "Time to load a model version "
+                               "from the checkpoint store", ["model", "version"],
+                               buckets=LATENCY_BUCKETS)
+CACHE_HITS = Counter("aae_model_cache_hits_total", "Requests whose model was already "
+                     "loaded", ["model", "version"])
+CACHE_MISSES = Counter("aae_model_cache_misses_total", "Requests that had to load their "
+                       "model (or wait for its load)", ["model", "version"])
+MODELS_LOADED = Gauge("aae_models_loaded", "Model versions held in memory (1 while loaded)",
+                      ["model", "version"], multiprocess_mode="livesum")
+
+
+class InferenceMetrics:
+    """The model registry's observer: records loads, cache use and forward passes."""
+
+    def cache(self, name: str, version: int, hit: bool) -> None:
+        (CACHE_HITS if hit else CACHE_MISSES).labels(name, str(version)).inc()
+
+    def loaded(self, loaded: LoadedModel, seconds: float) -> None:
+        version = str(loaded.version)
+        MODEL_LOAD_SECONDS.labels(loaded.name, version).observe(seconds)
+        MODELS_LOADED.labels(loaded.name, version).set(1)
+
+    def unloaded(self, name: str, version: int) -> None:
+        MODELS_LOADED.labels(name, str(version)).set(0)
+
+    def batch(self, loaded: LoadedModel, operation: str, rows: int, seconds: float) -> None:
+        labels = (loaded.name, str(loaded.version), operation)
+        BATCH_SIZE.labels(*labels).observe(rows)
+        FORWARD_SECONDS.labels(*labels).observe(seconds)
+
+
+class HTTPMetrics:
+    """ASGI middleware counting requests and their latency by route template (``/models/
+    {name}``, not the raw path, so that the label set stays bounded)."""
+
+    def __init__(self, app: ASGIApp, skip: tuple[str, ...] = ("/metrics",)) -> None:
+        self.app, self.skip = app, skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.skip:
+            await self.app(scope, receive, send)
+            return
+        method, status, start = scope["method"], 500, time.perf_counter()
+        in_progress = HTTP_IN_PROGRESS.labels(method)
+        in_progress.inc()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            in_progress.dec()
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - start)
+
+
+def prepare_multiprocess_dir() -> None:
+    """Empty the multiprocess directory before worker processes start (stale files of an
+    earlier run would otherwise be summed in)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def mark_process_dead() -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def exposition(extra: tuple[Collector, ...] = ()) -> tuple[bytes, str]:
+    """The Prometheus text exposition of this process, or of all processes in
+    multiprocess mode, followed by ``extra`` collectors (read at scrape time)."""
+    if os.environ.get(MULTIPROC_ENV):
+        processes = CollectorRegistry()
+        multiprocess.MultiProcessCollector(processes)
+        body = generate_latest(processes)
+    else:
+        body = generate_latest(REGISTRY)
+    if extra:
+        scraped = CollectorRegistry(auto_describe=False)
+        for collector in extra:
+            scraped.register(collector)
+        body += generate_latest(scraped)
+    return body, CONTENT_TYPE_LATEST
