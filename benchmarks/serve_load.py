@@ -85,6 +85,9 @@ class Server:
                "--no-access-log"]
         if factory:
             cmd.append("--factory")
+        if workers > 1:  # as `aae serve --workers` does: metrics shared through files
+            self.metrics_dir = tempfile.mkdtemp(prefix="aae-bench-metrics-")
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -133,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--workers", type=int, nargs="+", default=[2, 4],
+    parser.add_argument("--workers", type=int, nargs="*", default=[2, 4],
                         help="uvicorn worker processes for the scaling runs")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

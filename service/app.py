@@ -36,6 +36,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
+        torch.seed()  # unseeded /sample draws: differ between processes and restarts
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         app.state.settings = settings
         app.state.store = CheckpointStore(settings.model_dir)

@@ -57,15 +57,20 @@ def decode_base64(text: str, max_pixels: int) -> torch.Tensor:
 
 
 def grid(images: torch.Tensor, columns: int | None = None) -> np.ndarray:
-    """(n, 784) images in [0, 1] -> one uint8 picture, ``columns`` across (default square)."""
-    n = images.shape[0]
+    """(n, 784) images in [0, 1] -> one uint8 picture, ``columns`` across (default square).
+
+    In numpy: for the usual one or few images, torch's per-call overhead would cost
+    more than the work."""
+    pixels = images.numpy().reshape(-1, SIDE, SIDE)
+    n = pixels.shape[0]
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
-    tiles = torch.zeros(rows * columns, SIDE, SIDE)
-    tiles[:n] = images.reshape(n, SIDE, SIDE)
-    picture = tiles.reshape(rows, columns, SIDE, SIDE).permute(0, 2, 1, 3)
+    if rows * columns != n:
+        pixels = np.concatenate([pixels, np.zeros((rows * columns - n, SIDE, SIDE),
+                                                  pixels.dtype)])
+    picture = pixels.reshape(rows, columns, SIDE, SIDE).transpose(0, 2, 1, 3)
     picture = picture.reshape(rows * SIDE, columns * SIDE)
-    return (picture.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return np.rint(np.clip(picture, 0, 1) * 255).astype(np.uint8)
 
 
 def png(images: torch.Tensor, scale: int = 1, columns: int | None = None) -> bytes:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import torch
 from fastapi import APIRouter, Depends, Query, Request, Response
-from torch.nn import functional as F
 
 from aae.errors import CapabilityError, InvalidInput
 from service.deps import ModelQuery, RegistryDep, SettingsDep, VersionQuery
@@ -128,13 +127,17 @@ def _one_hot_rows(loaded: LoadedModel, labels: torch.Tensor | None, n: int) -> t
     if labels is None:
         raise InvalidInput(f"{loaded.name} is a {cfg.mode.value} model: give a label in "
                            f"0..{cfg.n_classes - 1}")
-    if labels.numel() == 1:
-        labels = labels.expand(n)
-    if labels.numel() != n:
+    if labels.numel() not in (1, n):
         raise InvalidInput(f"got {labels.numel()} labels for {n} codes")
-    if labels.min() < 0 or labels.max() >= cfg.n_classes:
+    values = labels.tolist()  # python ints: cheaper than tensor reductions for a few
+    if min(values) < 0 or max(values) >= cfg.n_classes:
         raise InvalidInput(f"label must be in 0..{cfg.n_classes - 1}")
-    return F.one_hot(labels, cfg.n_classes).float()
+    rows = torch.zeros(n, cfg.n_classes)
+    if len(values) == 1:
+        rows[:, values[0]] = 1
+    else:
+        rows[range(n), values] = 1
+    return rows
 
 
 async def json_body(request: Request) -> None:
@@ -185,11 +188,7 @@ async def sample(request: Request, registry: RegistryDep, settings: SettingsDep,
         raise InvalidInput(f"n={n} is over the limit of {settings.max_samples}")
     loaded = await registry.get(model, version)
     cfg = loaded.model.cfg
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     labels = None
     if label is not None:
         labels = torch.tensor([label])
