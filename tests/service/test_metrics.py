@@ -148,3 +148,7 @@ def test_two_uvicorn_worker_processes_report_one_total(model_dir, tmp_path, wait
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    # each process marked itself dead on the way out: its live gauges are gone, its
+    # counters and histograms stay (they are totals)
+    assert not list(metrics_dir.glob("gauge_live*.db"))
+    assert len(list(metrics_dir.glob("counter_*.db"))) == 2
