@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aae.config import AAEConfig, Mode, Precision
+from aae.config import Mode, Precision
 from aae.device import autocast
 from aae.model import AdversarialAutoencoder
 

@@ -11,6 +11,8 @@ import base64
 import binascii
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 import torch
@@ -43,7 +45,8 @@ def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
     except Exception as exc:  # Pillow raises many types for bad data  # noqa: BLE001
         reason = str(exc).split(" <")[0]  # drop the repr of the in-memory file
         raise BadImage(f"cannot decode the image: {reason}") from None
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).float().div_(255.0)
+    # numpy: a third of the cost of the same three torch calls on 784 values
+    return torch.from_numpy(np.frombuffer(raw, np.uint8).astype(np.float32) / 255.0)
 
 
 def decode_base64(text: str, max_pixels: int) -> torch.Tensor:
@@ -75,10 +78,24 @@ def grid(images: torch.Tensor, columns: int | None = None) -> np.ndarray:
 
 def png(images: torch.Tensor, scale: int = 1, columns: int | None = None) -> bytes:
     """PNG of one image, or of a grid of several; ``scale`` enlarges each pixel."""
-    image = Image.fromarray(grid(images, columns), mode="L")
+    picture = grid(images, columns)
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale),
-                             Image.Resampling.NEAREST)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+        picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+    return encode_png(picture)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(picture: np.ndarray) -> bytes:
+    """An 8-bit greyscale PNG (RFC 2083): signature, IHDR, one IDAT, IEND.
+
+    Written here rather than by Pillow because Pillow's encoder set-up costs about
+    130 us for a 28x28 picture, a third of a /sample request; this takes about 20."""
+    height, width = picture.shape
+    rows = np.zeros((height, width + 1), np.uint8)  # each row: filter type 0, then pixels
+    rows[:, 1:] = picture
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, greyscale
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _chunk(b"IEND", b""))

@@ -12,7 +12,6 @@ every part through a temporary file.
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import torch

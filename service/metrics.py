@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Gauge, Histogram, generate_latest, multiprocess)
@@ -74,13 +75,26 @@ class HTTPMetrics:
 
     def __init__(self, app: ASGIApp, skip: tuple[str, ...] = ("/metrics",)) -> None:
         self.app, self.skip = app, skip
+        # the labelled children, looked up once: ``labels()`` costs microseconds a call
+        self._in_progress: dict[str, Any] = {}
+        self._done: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        key = (route, method, status)
+        children = self._done.get(key)
+        if children is None:
+            children = self._done[key] = (HTTP_REQUESTS.labels(route, method, str(status)),
+                                          HTTP_LATENCY.labels(route, method))
+        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.skip:
             await self.app(scope, receive, send)
             return
         method, status, start = scope["method"], 500, time.perf_counter()
-        in_progress = HTTP_IN_PROGRESS.labels(method)
+        in_progress = self._in_progress.get(method)
+        if in_progress is None:
+            in_progress = self._in_progress[method] = HTTP_IN_PROGRESS.labels(method)
         in_progress.inc()
 
         async def send_status(message: Message) -> None:
@@ -94,8 +108,9 @@ class HTTPMetrics:
         finally:
             in_progress.dec()
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - start)
+            requests, latency = self._children(route, method, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
 
 
 def prepare_multiprocess_dir() -> None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
+import orjson
 import torch
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from aae.errors import CapabilityError, InvalidInput
-from service.deps import ModelQuery, RegistryDep, SettingsDep, VersionQuery
+from service.deps import ModelQuery, VersionQuery, serving
 from service.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.images import png
 from service.inputs import read_images
 from service.registry import LoadedModel
+from service.settings import ServiceSettings
 from service.schemas import (ClassificationPublic, CodePublic, DecodeCreate, ImagesPublic)
 
 router = APIRouter(tags=["inference"],
@@ -39,7 +40,8 @@ Scale = Annotated[int, Query(ge=1, le=16, description="enlarge each pixel of the
 
 
 def _json(payload: dict) -> Response:
-    return Response(json.dumps(payload), media_type="application/json")
+    # orjson: the stdlib's float formatting took 7% of a /classify request
+    return Response(orjson.dumps(payload), media_type="application/json")
 
 
 def _wants_json(request: Request) -> bool:
@@ -56,15 +58,16 @@ def _images_response(request: Request, loaded: LoadedModel, images: torch.Tensor
                     headers={"X-Model": loaded.name, "X-Model-Version": str(loaded.version)})
 
 
-async def _images(request: Request, settings: SettingsDep) -> torch.Tensor:
+async def _images(request: Request, settings: ServiceSettings) -> torch.Tensor:
     return await read_images(request, max_images=settings.max_images,
                              max_pixels=settings.max_image_pixels)
 
 
 @router.post("/encode", response_model=CodePublic, openapi_extra=IMAGE_BODY,
              summary="Images -> latent code z (and class probabilities y)")
-async def encode(request: Request, registry: RegistryDep, settings: SettingsDep,
-                 model: ModelQuery = None, version: VersionQuery = None) -> Response:
+async def encode(request: Request, model: ModelQuery = None,
+                 version: VersionQuery = None) -> Response:
+    registry, settings = serving(request)
     loaded = await registry.get(model, version)
     x = await _images(request, settings)
     z, y = await loaded.batchers["encode"](x)
@@ -74,8 +77,9 @@ async def encode(request: Request, registry: RegistryDep, settings: SettingsDep,
 
 @router.post("/classify", response_model=ClassificationPublic, openapi_extra=IMAGE_BODY,
              summary="Images -> predicted class and class probabilities")
-async def classify(request: Request, registry: RegistryDep, settings: SettingsDep,
-                   model: ModelQuery = None, version: VersionQuery = None) -> Response:
+async def classify(request: Request, model: ModelQuery = None,
+                   version: VersionQuery = None) -> Response:
+    registry, settings = serving(request)
     loaded = await registry.get(model, version)
     if not loaded.model.cfg.can_classify:
         raise CapabilityError(
@@ -96,12 +100,13 @@ async def classify(request: Request, registry: RegistryDep, settings: SettingsDe
 
 @router.post("/reconstruct", openapi_extra=IMAGE_BODY, responses={200: IMAGE_RESPONSE},
              response_class=Response, summary="Images -> their reconstructions P(Q(x))")
-async def reconstruct(request: Request, registry: RegistryDep, settings: SettingsDep,
+async def reconstruct(request: Request,
                       model: ModelQuery = None, version: VersionQuery = None,
                       label: Annotated[int | None, Query(
                           ge=0, le=99, description="class of the images (supervised models)")]
                       = None,
                       scale: Scale = 1) -> Response:
+    registry, settings = serving(request)
     loaded = await registry.get(model, version)
     cfg = loaded.model.cfg
     if cfg.mode.value == "supervised" and label is None:
@@ -151,9 +156,9 @@ async def json_body(request: Request) -> None:
 @router.post("/decode", responses={200: IMAGE_RESPONSE}, response_class=Response,
              dependencies=[Depends(json_body)],
              summary="Latent codes (and labels) -> images")
-async def decode(request: Request, body: DecodeCreate, registry: RegistryDep,
-                 settings: SettingsDep, model: ModelQuery = None,
+async def decode(request: Request, body: DecodeCreate, model: ModelQuery = None,
                  version: VersionQuery = None, scale: Scale = 1) -> Response:
+    registry, settings = serving(request)
     loaded = await registry.get(model, version)
     rows = body.z if body.z and isinstance(body.z[0], list) else [body.z]
     if not rows or not rows[0]:
@@ -175,7 +180,7 @@ async def decode(request: Request, body: DecodeCreate, registry: RegistryDep,
 
 @router.get("/sample", responses={200: IMAGE_RESPONSE}, response_class=Response,
             summary="Draw codes from the model's prior and decode them")
-async def sample(request: Request, registry: RegistryDep, settings: SettingsDep,
+async def sample(request: Request,
                  label: Annotated[int | None, Query(
                      ge=0, le=99, description="class to draw (models with labels); "
                      "default: a random class per sample")] = None,
@@ -184,6 +189,7 @@ async def sample(request: Request, registry: RegistryDep, settings: SettingsDep,
                      ge=0, le=2**63 - 1, description="makes the draw repeatable")] = None,
                  model: ModelQuery = None, version: VersionQuery = None,
                  scale: Scale = 1) -> Response:
+    registry, settings = serving(request)
     if n > settings.max_samples:
         raise InvalidInput(f"n={n} is over the limit of {settings.max_samples}")
     loaded = await registry.get(model, version)

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.service.conftest import parse_metrics
 
