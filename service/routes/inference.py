@@ -13,11 +13,12 @@ from service.deps import ModelQuery, VersionQuery, serving
 from service.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.images import png
 from service.inputs import read_images
+from service.query_route import QueryOnlyRoute
 from service.registry import LoadedModel
 from service.settings import ServiceSettings
 from service.schemas import (ClassificationPublic, CodePublic, DecodeCreate, ImagesPublic)
 
-router = APIRouter(tags=["inference"],
+router = APIRouter(tags=["inference"], route_class=QueryOnlyRoute,
                    responses=problem_responses(400, 404, 409, 413, 415, 422))
 
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
