@@ -124,7 +124,8 @@ async def reconstruct(request: Request,
     return _images_response(request, loaded, images, scale)
 
 
-def _one_hot_rows(loaded: LoadedModel, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+def _one_hot_rows(loaded: LoadedModel, labels: list[int] | None, n: int) -> torch.Tensor:
+    """One-hot rows for ``n`` codes: one label for all, or one each."""
     cfg = loaded.model.cfg
     if not cfg.uses_labels:
         if labels is not None:
@@ -133,16 +134,15 @@ def _one_hot_rows(loaded: LoadedModel, labels: torch.Tensor | None, n: int) -> t
     if labels is None:
         raise InvalidInput(f"{loaded.name} is a {cfg.mode.value} model: give a label in "
                            f"0..{cfg.n_classes - 1}")
-    if labels.numel() not in (1, n):
-        raise InvalidInput(f"got {labels.numel()} labels for {n} codes")
-    values = labels.tolist()  # python ints: cheaper than tensor reductions for a few
-    if min(values) < 0 or max(values) >= cfg.n_classes:
+    if len(labels) not in (1, n):
+        raise InvalidInput(f"got {len(labels)} labels for {n} codes")
+    if min(labels) < 0 or max(labels) >= cfg.n_classes:
         raise InvalidInput(f"label must be in 0..{cfg.n_classes - 1}")
     rows = torch.zeros(n, cfg.n_classes)
-    if len(values) == 1:
-        rows[:, values[0]] = 1
+    if len(labels) == 1:
+        rows[:, labels[0]] = 1
     else:
-        rows[range(n), values] = 1
+        rows[range(n), labels] = 1
     return rows
 
 
@@ -173,7 +173,7 @@ async def decode(request: Request, body: DecodeCreate, model: ModelQuery = None,
     z = torch.tensor(rows, dtype=torch.float32)
     if not torch.isfinite(z).all():
         raise InvalidInput("z must hold finite numbers")
-    labels = None if body.label is None else torch.tensor(body.label).reshape(-1)
+    labels = [body.label] if isinstance(body.label, int) else body.label
     y = _one_hot_rows(loaded, labels, len(rows))
     (images,) = await loaded.batchers["decode"](z, y)
     return _images_response(request, loaded, images, scale)
@@ -198,12 +198,14 @@ async def sample(request: Request,
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     labels = None
     if label is not None:
-        labels = torch.tensor([label])
+        labels = [label]
     elif cfg.uses_labels:
-        labels = torch.randint(cfg.n_classes, (n,), generator=generator)
+        labels = torch.randint(cfg.n_classes, (n,), generator=generator).tolist()
     y = _one_hot_rows(loaded, labels, n)
-    z = loaded.model.prior.sample(n, generator, labels.expand(n) if labels is not None
-                                  and cfg.mode.value == "supervised" else None)
+    components = None  # a supervised model's mixture prior: the label's component
+    if labels is not None and cfg.mode.value == "supervised":
+        components = torch.tensor(labels * n if len(labels) == 1 else labels)
+    z = loaded.model.prior.sample(n, generator, components)
     (images,) = await loaded.batchers["decode"](z, y)
     return _images_response(request, loaded, images, scale)
 
