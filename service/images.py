@@ -25,7 +25,7 @@ SIDE = 28
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "ICO")
 
 
-def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """One image file's bytes -> a float32 row of 784 pixels in [0, 1]."""
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
@@ -45,11 +45,11 @@ def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
     except Exception as exc:  # Pillow raises many types for bad data  # noqa: BLE001
         reason = str(exc).split(" <")[0]  # drop the repr of the in-memory file
         raise BadImage(f"cannot decode the image: {reason}") from None
-    # numpy: a third of the cost of the same three torch calls on 784 values
-    return torch.from_numpy(np.frombuffer(raw, np.uint8).astype(np.float32) / 255.0)
+    # numpy: a third of the cost of the same torch calls on 784 values
+    return np.frombuffer(raw, np.uint8).astype(np.float32) / 255.0
 
 
-def decode_base64(text: str, max_pixels: int) -> torch.Tensor:
+def decode_base64(text: str, max_pixels: int) -> np.ndarray:
     if text.startswith("data:"):  # a data URL: data:image/png;base64,....
         text = text.partition(",")[2]
     try:

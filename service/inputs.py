@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import torch
 from fastapi import Request
 
@@ -85,7 +86,7 @@ def json_images(body: bytes, max_images: int, max_pixels: int) -> torch.Tensor:
                            '(a list of base64 strings)')
     if len(images) > max_images:
         raise PayloadTooLarge(f"{len(images)} images is over the limit of {max_images}")
-    return torch.stack([decode_base64(text, max_pixels) for text in images])
+    return torch.from_numpy(np.stack([decode_base64(text, max_pixels) for text in images]))
 
 
 async def read_images(request: Request, *, max_images: int, max_pixels: int) -> torch.Tensor:
@@ -98,12 +99,11 @@ async def read_images(request: Request, *, max_images: int, max_pixels: int) -> 
             raise BadImage("the multipart body has no file part")
         if len(files) > max_images:
             raise PayloadTooLarge(f"{len(files)} images is over the limit of {max_images}")
-        return torch.stack([decode_image(f, max_pixels) for f in files]) if len(files) > 1 \
-            else decode_image(files[0], max_pixels).unsqueeze(0)
+        return torch.from_numpy(np.stack([decode_image(f, max_pixels) for f in files]))
     if content_type.startswith(("image/", "application/octet-stream")):
         if not body:
             raise BadImage("the body is empty")
-        return decode_image(body, max_pixels).unsqueeze(0)
+        return torch.from_numpy(decode_image(body, max_pixels)[None])
     if content_type.startswith("application/json") or not content_type:
         return json_images(body, max_images, max_pixels)
     raise UnsupportedMediaType(f"cannot read images from {content_type!r}: send "

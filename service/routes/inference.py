@@ -89,8 +89,8 @@ async def classify(request: Request, model: ModelQuery = None,
             "clustering model")
     x = await _images(request, settings)
     _, y = await loaded.batchers["encode"](x)
-    labels = y.argmax(1).tolist()
     probabilities = y.tolist()
+    labels = [p.index(max(p)) for p in probabilities]  # argmax: the first of equals
     body = {"model": loaded.name, "version": loaded.version,
             "predictions": [{"label": label, "probabilities": p}
                             for label, p in zip(labels, probabilities)]}
