@@ -29,6 +29,35 @@ class PriorKind(str, Enum):
     MIXTURE = "mixture"  # mixture_components Gaussians with means on a circle of radius prior_std
 
 
+class Optimizer(str, Enum):
+    """The update rule of every phase (each phase keeps its own instance and learning rate)."""
+
+    ADAM = "adam"  # the seed's
+    SGD = "sgd"  # with ``momentum`` (Nesterov off), as in the paper
+
+
+class LRSchedule(str, Enum):
+    """How every phase's learning rate moves over the run (a pure function of the step)."""
+
+    CONSTANT = "constant"
+    STEP = "step"  # times ``lr_gamma`` at each epoch in ``lr_milestones``
+    COSINE = "cosine"  # from the base rate down to zero at the last step
+
+
+class StepMode(str, Enum):
+    """How the phases of one minibatch are run."""
+
+    SIMULTANEOUS = "simultaneous"  # every phase's gradient at the same weights, then all update
+    SEQUENTIAL = "sequential"  # each phase updates before the next one runs (the paper)
+
+
+class ClusterMapping(str, Enum):
+    """How a clustering model's clusters get labels, from the validation split."""
+
+    MAJORITY = "majority"  # the most frequent true label among a cluster's members
+    PAPER = "paper"  # the label of the example with the highest q(y_i|x) (Makhzani et al.)
+
+
 class Precision(str, Enum):
     """Arithmetic of the matrix products in training (weights stay float32)."""
 
@@ -68,10 +97,32 @@ class AAEConfig:
     validation_size: int = 10_000
     seed: int = 10
     precision: Precision = Precision.AUTO
+    # Fields below came after the first release; each default keeps the behaviour of the
+    # models trained before it, so an older config.json rebuilds exactly its model.
+    # encoder regularisation (the paper: Gaussian noise on the input, no dropout)
+    input_noise_std: float = 0.0
+    # optimisation
+    optimizer: Optimizer = Optimizer.ADAM
+    momentum: float = 0.9  # SGD only
+    lr_schedule: LRSchedule = LRSchedule.CONSTANT
+    lr_milestones: tuple[int, ...] = ()  # epochs after which the rate is multiplied (STEP)
+    lr_gamma: float = 0.1
+    step_mode: StepMode = StepMode.SIMULTANEOUS
+    # consistency of q(y|x) on unlabeled digits (semi_supervised; 0 = off): virtual
+    # adversarial training (Miyato et al. 2018) and conditional entropy minimisation
+    vat_weight: float = 0.0
+    vat_epsilon: float = 2.0  # L2 radius of the adversarial perturbation of an image
+    vat_xi: float = 1e-6  # finite-difference step of the power iteration
+    entropy_weight: float = 0.0
+    labeled_batch_size: int | None = None  # labeled minibatch (None: batch_size)
+    # evaluation of clustering models
+    cluster_mapping: ClusterMapping = ClusterMapping.MAJORITY
 
     def __post_init__(self) -> None:
-        for field in ("mode", "prior", "precision"):
-            enum = {"mode": Mode, "prior": PriorKind, "precision": Precision}[field]
+        enums = {"mode": Mode, "prior": PriorKind, "precision": Precision,
+                 "optimizer": Optimizer, "lr_schedule": LRSchedule, "step_mode": StepMode,
+                 "cluster_mapping": ClusterMapping}
+        for field, enum in enums.items():
             value = getattr(self, field)
             if not isinstance(value, enum):
                 try:
@@ -88,9 +139,23 @@ class AAEConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("prior_std", "mixture_component_std", "lr_reconstruction",
-                     "lr_regularization", "lr_semi_supervised"):
+                     "lr_regularization", "lr_semi_supervised", "lr_gamma", "vat_epsilon",
+                     "vat_xi"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("input_noise_std", "vat_weight", "entropy_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        milestones = tuple(int(m) for m in self.lr_milestones)
+        if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"lr_milestones must be increasing epochs >= 1, got "
+                             f"{list(self.lr_milestones)}")
+        object.__setattr__(self, "lr_milestones", milestones)
+        if self.labeled_batch_size is not None and self.labeled_batch_size < 1:
+            raise ValueError(f"labeled_batch_size must be at least 1, got "
+                             f"{self.labeled_batch_size}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.validation_size < 0:
@@ -130,6 +195,8 @@ class AAEConfig:
         for key, value in out.items():
             if isinstance(value, Enum):
                 out[key] = value.value
+            elif isinstance(value, tuple):
+                out[key] = list(value)
         return out
 
     @classmethod

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from aae.config import Mode
+from aae.config import ClusterMapping, Mode
 from aae.data import Digits
 from aae.model import AdversarialAutoencoder
 
@@ -21,7 +21,7 @@ class Evaluation:
 @torch.no_grad()
 def _predict(model: AdversarialAutoencoder, digits: Digits, batch_size: int
              ) -> tuple[float, torch.Tensor | None]:
-    """Mean reconstruction loss and the argmax class (or cluster) of every digit."""
+    """Mean reconstruction loss and q(y|x) of every digit (None without a categorical code)."""
     was_training = model.training
     model.eval()
     total, predictions = 0.0, []
@@ -36,7 +36,7 @@ def _predict(model: AdversarialAutoencoder, digits: Digits, batch_size: int
                 x_hat = model.decode(code.z, y=code.y)
             total += F.binary_cross_entropy(x_hat, x, reduction="sum").item()
             if code.y is not None:
-                predictions.append(code.y.argmax(1).cpu())
+                predictions.append(code.y.cpu())
     finally:
         model.train(was_training)
     loss = total / max(1, len(digits) * model.cfg.x_dim)
@@ -44,11 +44,25 @@ def _predict(model: AdversarialAutoencoder, digits: Digits, batch_size: int
 
 
 def cluster_labels(clusters: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Map each of k clusters to the most frequent true label among its members (the
-    paper's evaluation of unsupervised clustering). Empty clusters map to label 0."""
+    """Majority vote: map each of k clusters to the most frequent true label among its
+    members. Empty clusters map to label 0."""
     counts = torch.zeros(k, int(labels.max()) + 1, dtype=torch.long)
     counts.index_put_((clusters, labels), torch.ones_like(labels), accumulate=True)
     return counts.argmax(1)
+
+
+def paper_cluster_labels(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's mapping (Makhzani et al. 2015, section 6): cluster i takes the label of
+    the example with the highest q(y_i|x). ``probabilities`` is (examples, clusters)."""
+    return labels[probabilities.argmax(0)]
+
+
+def map_clusters(probabilities: torch.Tensor, labels: torch.Tensor,
+                 how: ClusterMapping = ClusterMapping.MAJORITY) -> torch.Tensor:
+    """cluster -> label from q(y|x) of labeled examples, by ``how``."""
+    if how is ClusterMapping.PAPER:
+        return paper_cluster_labels(probabilities, labels)
+    return cluster_labels(probabilities.argmax(1), labels, probabilities.shape[1])
 
 
 def evaluate(model: AdversarialAutoencoder, digits: Digits, batch_size: int = 1000,
@@ -57,19 +71,21 @@ def evaluate(model: AdversarialAutoencoder, digits: Digits, batch_size: int = 10
     through ``cluster_map`` (cluster -> label), by default fitted on ``digits`` itself."""
     if len(digits) == 0:
         return Evaluation(reconstruction_loss=float("nan"), error=None)
-    loss, predicted = _predict(model, digits, batch_size)
-    if predicted is None:
+    loss, probabilities = _predict(model, digits, batch_size)
+    if probabilities is None:
         return Evaluation(loss, None)
+    predicted = probabilities.argmax(1)
     if model.cfg.mode is Mode.CLUSTERING:
         if cluster_map is None:
-            cluster_map = cluster_labels(predicted, digits.labels, model.cfg.n_classes)
+            cluster_map = map_clusters(probabilities, digits.labels, model.cfg.cluster_mapping)
         predicted = cluster_map[predicted]
     return Evaluation(loss, (predicted != digits.labels).float().mean().item())
 
 
 def fit_cluster_map(model: AdversarialAutoencoder, digits: Digits,
+                    how: ClusterMapping = ClusterMapping.MAJORITY,
                     batch_size: int = 1000) -> torch.Tensor:
     """cluster -> label, fitted on labeled ``digits`` (e.g. the validation split)."""
-    _, predicted = _predict(model, digits, batch_size)
-    assert predicted is not None, "only models with a categorical code have clusters"
-    return cluster_labels(predicted, digits.labels, model.cfg.n_classes)
+    _, probabilities = _predict(model, digits, batch_size)
+    assert probabilities is not None, "only models with a categorical code have clusters"
+    return map_clusters(probabilities, digits.labels, how)

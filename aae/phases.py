@@ -1,19 +1,28 @@
-"""The paper's training phases and the step that runs them on one minibatch.
+"""The paper's training phases and the steps that run them on one minibatch.
 
-Each step runs, as in the seed post and Makhzani et al. (2015):
+Each step runs the phases of Makhzani et al. (2015) and the seed post:
 
-1. the regularization phase's discriminator update,
-2. the reconstruction phase (Q and P),
-3. the regularization phase's generator update (Q fools D),
-4. for semi-supervised models, the classification phase on a labeled minibatch.
+- reconstruction: Q and P minimise the cross-entropy of P(Q(x)) against x;
+- regularization: the discriminator learns to tell prior draws from codes, then
+  the encoder (the generator) learns to fool it;
+- for semi-supervised models, classification: q(y|x) on a labeled minibatch, plus
+  optional consistency terms on the unlabeled one (virtual adversarial training,
+  conditional entropy).
 
-Every phase keeps its own Adam optimizer and learning rate, as in the seed, so
-each phase's gradient is normalised on its own. Unlike the seed, one encoder
-pass serves phases 1-3, the discriminator's pass over the codes serves phases 1 and 3, and
-every gradient is taken at the same weights before any update (a simultaneous
-rather than alternating step). This drops three of the seed's six encoder
-passes and its wasted backward pass into Q from the discriminator's loss. Matrix products run in bf16 where the hardware has native bf16
-units (``Precision.AUTO``); weights, optimizer state and losses stay fp32.
+Every phase keeps its own optimizer and learning rate (``aae.optim``). Two ways to
+run them (``AAEConfig.step_mode``):
+
+- ``simultaneous`` (the default since the first release): one encoder pass serves
+  reconstruction and regularization, one discriminator pass over the codes serves
+  both of D's phases, and every gradient is taken at the same weights before any
+  update. Three fewer encoder passes than the seed's step.
+- ``sequential`` (the paper): each phase runs its own forward pass and updates before
+  the next phase runs.
+
+Matrix products run in bf16 where the hardware has native bf16 units
+(``Precision.AUTO``); weights, optimizer state and losses stay fp32. Random draws
+(input noise, VAT directions) come from torch's global generator, so a run is
+deterministic on the CPU and resumes exactly.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aae.config import Mode, Precision
+from aae.config import AAEConfig, Mode, Precision, StepMode
 from aae.device import autocast
 from aae.model import AdversarialAutoencoder
+from aae.optim import Optimizers
 
 
 # -- the phases' objectives ------------------------------------------------------------
@@ -56,6 +66,36 @@ def classification_loss(y_logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(y_logits.float(), labels)
 
 
+def entropy_loss(y_logits: torch.Tensor) -> torch.Tensor:
+    """Conditional entropy of q(y|x) on unlabeled digits: minimising it asks for confident
+    predictions away from the data (Grandvalet & Bengio 2005)."""
+    log_p = F.log_softmax(y_logits.float(), dim=1)
+    return -(log_p.exp() * log_p).sum(1).mean()
+
+
+def _kl(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_target || p) per batch, mean over rows."""
+    log_t = F.log_softmax(target_logits.float(), dim=1)
+    return (log_t.exp() * (log_t - F.log_softmax(logits.float(), dim=1))).sum(1).mean()
+
+
+def _unit(d: torch.Tensor) -> torch.Tensor:
+    return d / (d.flatten(1).norm(dim=1, keepdim=True) + 1e-12)
+
+
+def vat_loss(encoder: nn.Module, x: torch.Tensor, target_logits: torch.Tensor,
+             epsilon: float, xi: float) -> torch.Tensor:
+    """Virtual adversarial training (Miyato et al. 2018): minimise KL(q(y|x) || q(y|x + r))
+    for the perturbation r of L2 norm ``epsilon`` that changes q(y|x) most, found with one
+    power iteration. ``target_logits`` (q(y|x), no gradient) is the reference."""
+    target = target_logits.detach()
+    d = (_unit(torch.randn_like(x)) * xi).requires_grad_()
+    _, probe = encoder(x + d)
+    direction, = torch.autograd.grad(_kl(target, probe), d)
+    _, adversarial = encoder(x + epsilon * _unit(direction.detach()))
+    return _kl(target, adversarial)
+
+
 # -- one step ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -64,33 +104,6 @@ class Batch:
     labels: torch.Tensor | None = None  # labels of x (supervised mode)
     x_labeled: torch.Tensor | None = None  # a labeled minibatch (semi-supervised mode)
     y_labeled: torch.Tensor | None = None
-
-
-class Optimizers:
-    """One Adam per phase, as in the seed. Adam is per-parameter, so one optimizer over Q and
-    P (or over both discriminators) is the same as the seed's pair of optimizers."""
-
-    def __init__(self, model: AdversarialAutoencoder, fused: bool) -> None:
-        cfg = model.cfg
-        encoder = list(model.encoder.parameters())
-        self.autoencoder = encoder + list(model.decoder.parameters())
-        self.encoder = encoder
-        self.discriminators = list(model.d_gauss.parameters())
-        if model.d_cat is not None:
-            self.discriminators += list(model.d_cat.parameters())
-        adam = dict(fused=fused)
-        self.reconstruction = torch.optim.Adam(self.autoencoder, lr=cfg.lr_reconstruction, **adam)
-        self.discriminator = torch.optim.Adam(self.discriminators, lr=cfg.lr_regularization, **adam)
-        self.generator = torch.optim.Adam(encoder, lr=cfg.lr_regularization, **adam)
-        self.classification = (torch.optim.Adam(encoder, lr=cfg.lr_semi_supervised, **adam)
-                               if cfg.mode is Mode.SEMI_SUPERVISED else None)
-
-    def named(self) -> dict[str, torch.optim.Optimizer]:
-        named = {"reconstruction": self.reconstruction, "discriminator": self.discriminator,
-                 "generator": self.generator}
-        if self.classification is not None:
-            named["classification"] = self.classification
-        return named
 
 
 def _apply(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
@@ -110,54 +123,135 @@ def _judge(d: nn.Module, real: torch.Tensor, fake: torch.Tensor
     return discriminator_loss(d(real), fake_logits), generator_loss(fake_logits)
 
 
+def _encoder_input(cfg: AAEConfig, x: torch.Tensor) -> torch.Tensor:
+    """x with the configured Gaussian noise (the paper's corruption of Q's input)."""
+    if cfg.input_noise_std > 0:
+        return x + cfg.input_noise_std * torch.randn_like(x)
+    return x
+
+
+def _class_input(cfg: AAEConfig, model: AdversarialAutoencoder, y_logits: torch.Tensor | None,
+                 labels: torch.Tensor | None) -> torch.Tensor | None:
+    """What the decoder and D_cat see of the class: q(y|x), the given one-hot label, or
+    nothing (unsupervised)."""
+    if y_logits is not None:
+        return F.softmax(y_logits.float(), dim=1)
+    if cfg.mode is Mode.SUPERVISED:
+        return F.one_hot(labels, cfg.n_classes).float()
+    return None
+
+
+def _regularization(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Tensor | None,
+                    batch: Batch, generator: torch.Generator | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D loss, G loss) of the codes against prior draws, over D_gauss and D_cat."""
+    n, device = z.shape[0], z.device
+    real_z = model.prior.sample(n, generator, batch.labels).to(device)
+    d_loss, g_loss = _judge(model.d_gauss, real_z, z)
+    if model.d_cat is not None:
+        real_y = model.cat_prior.sample(n, generator).to(device)
+        d_cat_loss, g_cat_loss = _judge(model.d_cat, real_y, y)
+        d_loss, g_loss = d_loss + d_cat_loss, g_loss + g_cat_loss
+    return d_loss, g_loss
+
+
+def _classification(model: AdversarialAutoencoder, batch: Batch, x_in: torch.Tensor,
+                    y_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The classification phase's terms: cross-entropy on the labeled minibatch and, where
+    configured, consistency on the unlabeled one (``y_logits``: q(y|x_in) of it)."""
+    cfg = model.cfg
+    if cfg.mode is not Mode.SEMI_SUPERVISED or batch.x_labeled is None:
+        return {}
+    _, yl_logits = model.encoder(_encoder_input(cfg, batch.x_labeled))
+    terms = {"classification": classification_loss(yl_logits, batch.y_labeled)}
+    if cfg.vat_weight > 0:
+        terms["vat"] = cfg.vat_weight * vat_loss(model.encoder, x_in, y_logits,
+                                                 cfg.vat_epsilon, cfg.vat_xi)
+    if cfg.entropy_weight > 0:
+        terms["entropy"] = cfg.entropy_weight * entropy_loss(y_logits)
+    return terms
+
+
 def train_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch,
                precision: Precision, generator: torch.Generator | None = None
                ) -> dict[str, torch.Tensor]:
-    """One minibatch through every phase of the model's mode; returns the detached losses.
+    """One minibatch through every phase of the model's mode, as ``cfg.step_mode`` says;
+    returns the detached losses by phase (consistency terms by name, weighted)."""
+    if model.cfg.step_mode is StepMode.SEQUENTIAL:
+        return sequential_step(model, opt, batch, precision, generator)
+    return simultaneous_step(model, opt, batch, precision, generator)
 
-    All forward passes come first, at the current weights; then each phase's gradient is
-    taken with respect to its own networks only (``autograd.grad`` with those parameters
-    as inputs, so D's loss never reaches Q and the generator's loss never reaches D); then
-    each phase's optimizer steps.
-    """
-    cfg, device, n = model.cfg, batch.x.device, batch.x.shape[0]
-    losses: dict[str, torch.Tensor] = {}
+
+def simultaneous_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch,
+                      precision: Precision, generator: torch.Generator | None = None
+                      ) -> dict[str, torch.Tensor]:
+    """All forward passes first, at the current weights; then each phase's gradient with
+    respect to its own networks only (``autograd.grad`` with those parameters as inputs,
+    so D's loss never reaches Q and the generator's loss never reaches D); then each
+    phase's optimizer steps."""
+    cfg, device = model.cfg, batch.x.device
     with autocast(precision, device):
-        z, y_logits = model.encoder(batch.x)
-        if cfg.has_categorical:
-            y = F.softmax(y_logits.float(), dim=1)
-        elif cfg.mode is Mode.SUPERVISED:
-            y = F.one_hot(batch.labels, cfg.n_classes).float()
-        else:
-            y = None
-        # Regularization: the discriminators see prior draws and codes in one pass.
-        real_z = model.prior.sample(n, generator, batch.labels).to(device)
-        d_loss, g_loss = _judge(model.d_gauss, real_z, z)
-        if model.d_cat is not None:
-            real_y = model.cat_prior.sample(n, generator).to(device)
-            d_cat_loss, g_cat_loss = _judge(model.d_cat, real_y, y)
-            d_loss, g_loss = d_loss + d_cat_loss, g_loss + g_cat_loss
-        # Reconstruction.
+        x_in = _encoder_input(cfg, batch.x)
+        z, y_logits = model.encoder(x_in)
+        y = _class_input(cfg, model, y_logits, batch.labels)
+        d_loss, g_loss = _regularization(model, z, y, batch, generator)
         rec_loss = reconstruction_loss(model.decoder(z, y), batch.x)
-        # Semi-supervised classification on the labeled minibatch.
-        c_loss = None
-        if cfg.mode is Mode.SEMI_SUPERVISED and batch.x_labeled is not None:
-            _, yl_logits = model.encoder(batch.x_labeled)
-            c_loss = classification_loss(yl_logits, batch.y_labeled)
+        c_terms = _classification(model, batch, x_in, y_logits)
 
     grad = torch.autograd.grad
-    steps = [(opt.discriminator, opt.discriminators,
-              grad(d_loss, opt.discriminators, retain_graph=True)),
-             (opt.reconstruction, opt.autoencoder,
-              grad(rec_loss, opt.autoencoder, retain_graph=True, allow_unused=True)),
-             (opt.generator, opt.encoder, grad(g_loss, opt.encoder, allow_unused=True))]
-    if c_loss is not None:
+    steps = [(opt.discriminator, opt.discriminators, d_loss),
+             (opt.reconstruction, opt.autoencoder, rec_loss),
+             (opt.generator, opt.encoder, g_loss)]
+    if c_terms:
         assert opt.classification is not None
-        steps.append((opt.classification, opt.encoder,
-                      grad(c_loss, opt.encoder, allow_unused=True)))
-        losses["classification"] = c_loss.detach()
-    for optimizer, params, grads in steps:
-        _apply(optimizer, params, grads)
+        steps.append((opt.classification, opt.encoder, sum(c_terms.values())))
+    grads = [grad(loss, params, retain_graph=i < len(steps) - 1, allow_unused=True)
+             for i, (_, params, loss) in enumerate(steps)]
+    for (optimizer, params, _), g in zip(steps, grads, strict=True):
+        _apply(optimizer, params, g)
+    losses = {name: t.detach() for name, t in c_terms.items()}
+    losses.update(reconstruction=rec_loss.detach(), discriminator=d_loss.detach(),
+                  generator=g_loss.detach())
+    return losses
+
+
+def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch,
+                    precision: Precision, generator: torch.Generator | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """The paper's order: each phase runs its own forward pass at the weights the previous
+    phase left, and updates before the next one: reconstruction, discriminator,
+    generator, classification."""
+    cfg, device = model.cfg, batch.x.device
+    grad = torch.autograd.grad
+    with autocast(precision, device):
+        x_in = _encoder_input(cfg, batch.x)
+
+        z, y_logits = model.encoder(x_in)
+        y = _class_input(cfg, model, y_logits, batch.labels)
+        rec_loss = reconstruction_loss(model.decoder(z, y), batch.x)
+        _apply(opt.reconstruction, opt.autoencoder,
+               grad(rec_loss, opt.autoencoder, allow_unused=True))
+
+        with torch.no_grad():
+            z, y_logits = model.encoder(x_in)
+            y = _class_input(cfg, model, y_logits, batch.labels)
+        d_loss, _ = _regularization(model, z, y, batch, generator)
+        _apply(opt.discriminator, opt.discriminators, grad(d_loss, opt.discriminators))
+
+        z, y_logits = model.encoder(x_in)
+        y = _class_input(cfg, model, y_logits, batch.labels)
+        fake = [model.d_gauss(z)] + ([model.d_cat(y)] if model.d_cat is not None else [])
+        g_loss = sum(generator_loss(f) for f in fake)
+        _apply(opt.generator, opt.encoder, grad(g_loss, opt.encoder, allow_unused=True))
+
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.mode is Mode.SEMI_SUPERVISED and batch.x_labeled is not None:
+            y_logits = model.encoder(x_in)[1] if cfg.vat_weight or cfg.entropy_weight else None
+            c_terms = _classification(model, batch, x_in, y_logits)
+            assert opt.classification is not None
+            _apply(opt.classification, opt.encoder,
+                   grad(sum(c_terms.values()), opt.encoder, allow_unused=True))
+            losses = {name: t.detach() for name, t in c_terms.items()}
     losses.update(reconstruction=rec_loss.detach(), discriminator=d_loss.detach(),
                   generator=g_loss.detach())
     return losses

@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from aae.config import AAEConfig
 from aae.errors import CheckpointCorrupt
 from aae.store import _fsync_dir
 
@@ -178,7 +179,7 @@ def load_state(trainer: Trainer, directory: Path | str) -> int | None:
         raise CheckpointCorrupt(f"resumable state {path} is unreadable: {exc}") from exc
     if document.get("format") != FORMAT:
         raise CheckpointCorrupt(f"resumable state {path} has format {document.get('format')!r}")
-    if document["config"] != trainer.cfg.to_dict():
+    if AAEConfig.from_dict(document["config"]) != trainer.cfg:
         raise CheckpointCorrupt(f"resumable state {path} was saved by a run with other "
                                 "hyperparameters")
     try:

@@ -28,7 +28,8 @@ from aae.device import default_device, resolve_precision
 from aae.errors import TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
 from aae.model import AdversarialAutoencoder
-from aae.phases import Batch, Optimizers, train_step
+from aae.optim import Optimizers, lr_scale
+from aae.phases import Batch, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class Trainer:
 
     def _labeled_stream(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Labeled minibatches for one epoch: passes over the labeled set, reshuffled per pass."""
-        labeled, b = self.splits.labeled, min(self.cfg.batch_size, len(self.splits.labeled))
+        labeled = self.splits.labeled
+        b = min(self.cfg.labeled_batch_size or self.cfg.batch_size, len(labeled))
         per_pass = len(labeled) // b
         pass_index = epoch * self.steps_per_epoch // per_pass
         offset = epoch * self.steps_per_epoch % per_pass
@@ -139,6 +141,8 @@ class Trainer:
             for batch in self._batches(self.epoch):
                 if self.should_stop is not None and self.should_stop():
                     raise TrainingStopped(f"stopped at step {self.step} of {self.total_steps}")
+                self.optimizers.scale_lr(lr_scale(self.cfg, self.step, self.steps_per_epoch,
+                                                  self.total_steps))
                 losses = train_step(self.model, self.optimizers, batch, self.precision,
                                     self.prior_rng)
                 self.step += 1
@@ -178,7 +182,8 @@ class Trainer:
     def _metrics(self, train_seconds: float) -> dict[str, Any]:
         cluster_map = None
         if self.cfg.mode is Mode.CLUSTERING and len(self.splits.validation):
-            cluster_map = fit_cluster_map(self.model, self.splits.validation)
+            cluster_map = fit_cluster_map(self.model, self.splits.validation,
+                                          self.cfg.cluster_mapping)
         test = evaluate(self.model, self.splits.test, cluster_map=cluster_map)
         last = self.history[-1] if self.history else {}
         return {

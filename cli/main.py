@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from aae.checkpoints import publish_model
-from aae.config import AAEConfig
+from aae.config import AAEConfig, Mode
 from aae.data import load_splits
 from aae.device import tune_cpu_allocator
 from aae.errors import AAEError
+from aae.presets import DEFAULT_PRESET, PRESETS, build_config, preset_names, preset_values
 from aae.store import CheckpointStore, validate_name
 from aae.training import Trainer
 from cli.progress import ProgressBar, duration
@@ -36,23 +37,31 @@ ALIASES = {"n_labels": "labels"}  # friendlier flag names
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``AAEConfig`` field, defaulting to the config's own default."""
-    group = parser.add_argument_group("model and training (defaults: the seed's recipe)")
+    """``--preset`` and one flag per ``AAEConfig`` field; a flag left out takes the preset's
+    value for the mode, else the field's default."""
+    group = parser.add_argument_group("model and training (defaults: the preset's values, "
+                                      "see `aae presets`; else the seed's recipe)")
+    group.add_argument("--preset", default=DEFAULT_PRESET, choices=preset_names(),
+                       help=f"named recipe (default {DEFAULT_PRESET})")
     for field in dataclasses.fields(AAEConfig):
         flag = "--" + ALIASES.get(field.name, field.name).replace("_", "-")
         default = field.default
+        common = dict(dest=field.name, default=argparse.SUPPRESS)
         if isinstance(default, Enum):
-            group.add_argument(flag, dest=field.name, default=default.value,
-                               choices=[m.value for m in type(default)])
+            group.add_argument(flag, choices=[m.value for m in type(default)], **common)
+        elif isinstance(default, tuple):
+            group.add_argument(flag, type=int, nargs="*", **common)
         elif default is None:
-            group.add_argument(flag, dest=field.name, type=int, default=None)
+            group.add_argument(flag, type=int, **common)
         else:
-            group.add_argument(flag, dest=field.name, type=type(default), default=default,
-                               help=f"default {default}")
+            group.add_argument(flag, type=type(default), help=f"field default {default}",
+                               **common)
 
 
 def config_from_args(args: argparse.Namespace) -> AAEConfig:
-    return AAEConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AAEConfig)})
+    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(AAEConfig)
+                if hasattr(args, f.name)}
+    return build_config(args.preset, **explicit)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -110,6 +119,17 @@ def cmd_models(args: argparse.Namespace) -> int:
             info = store.info(name, version)
             tags = f" [{', '.join(info.aliases)}]" if info.aliases else ""
             print(f"  v{version}{tags}  {info.created_at}  {_summary(info.metrics)}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name in PRESETS:
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        print(f"{name}{marker}")
+        for mode in Mode:
+            values = preset_values(name, mode)
+            shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "the field defaults"
+            print(f"  {mode.value}: {shown}")
     return 0
 
 
@@ -174,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     up.add_argument("--workers", type=int, default=1, help="training workers (default 1)")
     up.set_defaults(func=cmd_up)
+
+    presets = commands.add_parser("presets", help="the named recipes and their values")
+    presets.set_defaults(func=cmd_presets)
 
     worker = commands.add_parser("worker", help="run a training worker on the job queue "
                                  "(settings: AAE_REDIS_URL, AAE_QUEUE, AAE_MODEL_DIR, ...)")

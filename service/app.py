@@ -18,7 +18,7 @@ from service.jobs import JobQueue
 from service.limits import BodySizeLimit
 from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
 from service.registry import ModelRegistry
-from service.routes import health, inference, jobs, metrics, models, v2
+from service.routes import health, inference, jobs, metrics, models, presets, v2
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -66,5 +66,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(jobs.router)
+    app.include_router(presets.router)
     app.include_router(metrics.router)
     return app

@@ -2,8 +2,9 @@
 
 ``TrainJobCreate`` has one field per ``AAEConfig`` field (the hyperparameters the
 command line accepts, with the same defaults), plus the model name and the dataset.
-It is checked by building the ``AAEConfig``, so the rules live in one place; a broken
-rule becomes a 422 naming its field.
+Fields left out take the preset's value for the mode (``preset``, default ``default``),
+else ``AAEConfig``'s. It is checked by building the ``AAEConfig``, so the rules live in
+one place; a broken rule becomes a 422 naming its field.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_mode
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from aae.config import AAEConfig
+from aae.presets import DEFAULT_PRESET, PRESETS, build_config
 from aae.store import validate_name
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(AAEConfig))
@@ -43,6 +45,9 @@ class _TrainJobBase(BaseModel):
                              "(default: <dataset>-<mode>, e.g. mnist-semi-supervised)")
     dataset: str = Field("mnist", description="'mnist' (downloaded by the workers when "
                          "missing) or a dataset in the workers' AAE_DATASETS_DIR")
+    preset: typing.Literal[tuple(PRESETS)] = Field(  # type: ignore[valid-type]
+        DEFAULT_PRESET, description="named recipe that fills in the fields not given "
+        "(GET /presets lists each one's values per mode)")
 
     @field_validator("name")
     @classmethod
@@ -67,20 +72,28 @@ class _TrainJobBase(BaseModel):
         return self
 
     def config(self) -> AAEConfig:
-        return AAEConfig(**{name: getattr(self, name) for name in CONFIG_FIELDS})
+        explicit = {name: getattr(self, name) for name in CONFIG_FIELDS
+                    if name in self.model_fields_set}
+        return build_config(self.preset, **explicit)
 
     def model_name(self) -> str:
         return self.name or f"{self.dataset}-{self.config().mode.value.replace('_', '-')}"
 
 
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # the value depends on the preset and the mode
+
+
 def _config_fields() -> dict[str, Any]:
     hints = typing.get_type_hints(AAEConfig)
-    return {f.name: (hints[f.name], Field(f.default)) for f in dataclasses.fields(AAEConfig)}
+    return {f.name: (hints[f.name], Field(f.default, json_schema_extra=_no_schema_default,
+                                          description="default: the preset's value"))
+            for f in dataclasses.fields(AAEConfig)}
 
 
 TrainJobCreate = create_model("TrainJobCreate", __base__=_TrainJobBase,
-                              __doc__="A training run: model name, dataset and AAEConfig "
-                              "hyperparameters (defaults: the seed's recipe).",
+                              __doc__="A training run: model name, dataset, preset and "
+                              "AAEConfig hyperparameters (defaults: the preset's).",
                               **_config_fields())
 
 

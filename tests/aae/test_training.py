@@ -7,7 +7,8 @@ from aae.data import load_splits
 from aae.errors import TrainingStopped
 from aae.evaluation import evaluate
 from aae.model import AdversarialAutoencoder
-from aae.phases import Optimizers, discriminator_loss, generator_loss
+from aae.optim import Optimizers
+from aae.phases import discriminator_loss, generator_loss
 from aae.training import Trainer
 
 

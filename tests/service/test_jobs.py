@@ -22,6 +22,7 @@ from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode, Precision
 from aae.data import load_splits
 from aae.model import AdversarialAutoencoder
+from aae.presets import PRESETS, build_config
 from aae.store import CheckpointStore
 from cli.embedded_redis import EmbeddedRedis
 from service.app import create_app
@@ -29,7 +30,7 @@ from service.settings import ServiceSettings
 
 QUICK = {"epochs": 3, "hidden": 64, "validation_size": 300, "precision": "fp32"}
 LONG = {**QUICK, "mode": "semi_supervised", "n_labels": 100, "epochs": 200,
-        "batch_size": 20}  # ~17,000 steps: cancelled long before
+        "batch_size": 20, "preset": "seed"}  # ~17,000 steps: cancelled long before
 UNWORKED = "nobody-works-here"  # a queue without workers: its jobs stay queued
 KEY = "s3cret"
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,11 +157,29 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     ({"name": "../escape"}, "name"),
     ({"dataset": "a/b"}, "dataset"),
     ({"learning_rate": 0.1}, "learning_rate"),
+    ({"preset": "fastest"}, "preset"),
+    ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"lr_milestones": [5, 2]}, "lr_milestones"),
 ])
 def test_invalid_parameters_are_refused_naming_the_field(client, problem, body, field):
     body = problem(client.post("/jobs/train", json=body), 422)
     assert [e["loc"] for e in body["errors"]] == [["body", field]]
     assert field in body["detail"]
+
+
+def test_presets_fill_in_the_fields_a_job_leaves_out(make_client):
+    client = make_client(queue="presets-unworked")  # its jobs stay queued
+    listed = client.get("/presets").json()
+    assert listed["default_preset"] == "default"
+    assert set(listed["presets"]) == set(PRESETS)
+    semi = {"mode": "semi_supervised", "n_labels": 100}
+    default = client.post("/jobs/train", json=semi).json()["config"]
+    assert default == build_config("default", **semi).to_dict()
+    seed = client.post("/jobs/train", json={**semi, "preset": "seed"}).json()["config"]
+    assert seed == AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100).to_dict()
+    paper = client.post("/jobs/train", json={**semi, "preset": "paper", "z_dim": 4,
+                                             "lr_milestones": [3]}).json()["config"]
+    assert (paper["optimizer"], paper["z_dim"], paper["lr_milestones"]) == ("sgd", 4, [3])
 
 
 def test_a_queued_job_is_canceled(make_client, problem):

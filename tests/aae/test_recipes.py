@@ -1,0 +1,143 @@
+"""The model-quality options (input noise, SGD and schedules, the sequential step, VAT,
+entropy, the paper's cluster mapping) and the presets: each exercised on real digits,
+deterministic, and resumed exactly."""
+
+import pytest
+import torch
+
+from aae.config import AAEConfig, ClusterMapping, LRSchedule, Mode, Precision
+from aae.data import load_splits
+from aae.errors import TrainingStopped
+from aae.evaluation import cluster_labels, map_clusters, paper_cluster_labels
+from aae.optim import lr_scale
+from aae.presets import PRESETS, build_config, preset_values
+from aae.resume import load_state, save_state
+from aae.training import Trainer
+
+OPTIONS = {
+    "noise": dict(input_noise_std=0.3, dropout_encoder=0.0),
+    "sgd-step": dict(optimizer="sgd", lr_reconstruction=0.01, lr_regularization=0.05,
+                     lr_semi_supervised=0.05, lr_schedule="step", lr_milestones=(1,)),
+    "cosine": dict(lr_schedule="cosine"),
+    "sequential": dict(step_mode="sequential"),
+    "vat": dict(vat_weight=1.0, vat_epsilon=2.0),
+    "entropy": dict(entropy_weight=0.5, labeled_batch_size=50),
+}
+
+
+def config(**changes) -> AAEConfig:
+    base = dict(mode=Mode.SEMI_SUPERVISED, n_labels=100, epochs=2, hidden=64,
+                validation_size=300, precision=Precision.FP32)
+    return AAEConfig(**{**base, **changes})
+
+
+def splits_for(cfg, data_dir):
+    return load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
+                       seed=cfg.seed, download=False)
+
+
+def weights_equal(a, b) -> bool:
+    a, b = a.state_tensors(), b.state_tensors()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_each_option_trains_deterministically_and_resumes_exactly(option, fixture_data_dir,
+                                                                  tmp_path):
+    cfg = config(**OPTIONS[option])
+    splits = splits_for(cfg, fixture_data_dir)
+    straight = Trainer(cfg, splits).fit()
+    again = Trainer(cfg, splits).fit()
+    assert weights_equal(straight.model, again.model)
+
+    stopped = Trainer(cfg, splits, on_epoch_end=lambda t: save_state(t, tmp_path),
+                      should_stop=lambda: stopped.epoch >= 1)
+    with pytest.raises(TrainingStopped):
+        stopped.fit()
+    resumed = Trainer(cfg, splits)
+    assert load_state(resumed, tmp_path) == 1
+    result = resumed.fit()
+    assert weights_equal(straight.model, result.model)
+    assert result.metrics["history"] == straight.metrics["history"]
+    assert 0 <= result.metrics["test_error"] < 0.9  # better than chance on real digits
+
+
+def test_options_change_the_training():
+    """Each option is wired: the same seed gives other weights after one step."""
+    from aae.data import Digits, MNISTSplits
+
+    torch.manual_seed(0)
+    x = torch.rand(300, 784)
+    y = torch.arange(300) % 10
+    digits = Digits(x, y)
+    splits = MNISTSplits(train=digits, labeled=digits.take(torch.arange(100)),
+                         validation=digits, test=digits, source="random")
+    base = Trainer(config(max_steps=2), splits).fit().model
+    for option, changes in OPTIONS.items():
+        changed = Trainer(config(max_steps=2, **changes), splits).fit().model
+        assert not weights_equal(base, changed), option
+
+
+def test_losses_name_the_consistency_terms(fixture_data_dir):
+    cfg = config(max_steps=3, vat_weight=1.0, entropy_weight=0.1)
+    events = []
+    Trainer(cfg, splits_for(cfg, fixture_data_dir), on_progress=events.append,
+            progress_every=1).fit()
+    assert set(events[-1].losses) == {"reconstruction", "discriminator", "generator",
+                                      "classification", "vat", "entropy"}
+
+
+def test_learning_rate_schedules():
+    step = AAEConfig(lr_schedule=LRSchedule.STEP, lr_milestones=(2, 4), lr_gamma=0.5)
+    assert [lr_scale(step, s, 10, 100) for s in (0, 19, 20, 39, 40, 99)] == \
+        [1, 1, 0.5, 0.5, 0.25, 0.25]
+    cosine = AAEConfig(lr_schedule=LRSchedule.COSINE)
+    assert lr_scale(cosine, 0, 10, 100) == 1.0
+    assert lr_scale(cosine, 50, 10, 100) == pytest.approx(0.5)
+    assert lr_scale(cosine, 100, 10, 100) == pytest.approx(0.0)
+    assert lr_scale(AAEConfig(), 12345, 10, 100) == 1.0
+
+
+def test_the_paper_cluster_mapping_differs_from_majority_vote():
+    # q(y|x) of six labeled examples over three clusters
+    probabilities = torch.tensor([
+        [0.90, 0.05, 0.05],  # label 1: cluster 0 at its most confident
+        [0.60, 0.20, 0.20],  # label 2
+        [0.55, 0.25, 0.20],  # label 2: cluster 0's majority is 2
+        [0.10, 0.80, 0.10],  # label 3
+        [0.20, 0.10, 0.70],  # label 4
+        [0.05, 0.05, 0.95],  # label 5: cluster 2 at its most confident
+    ])
+    labels = torch.tensor([1, 2, 2, 3, 4, 5])
+    assert paper_cluster_labels(probabilities, labels).tolist() == [1, 3, 5]
+    assert cluster_labels(probabilities.argmax(1), labels, 3).tolist() == [2, 3, 4]
+    assert map_clusters(probabilities, labels, ClusterMapping.PAPER).tolist() == [1, 3, 5]
+    assert map_clusters(probabilities, labels, ClusterMapping.MAJORITY).tolist() == [2, 3, 4]
+
+
+def test_field_defaults_keep_the_first_release_behaviour():
+    """An old config.json (no new keys) rebuilds exactly the model it was saved with."""
+    old = {"mode": "semi_supervised", "z_dim": 2, "n_labels": 100}
+    cfg = AAEConfig.from_dict(old)
+    assert (cfg.input_noise_std, cfg.optimizer.value, cfg.lr_schedule.value,
+            cfg.step_mode.value, cfg.vat_weight, cfg.entropy_weight,
+            cfg.cluster_mapping.value) == (0.0, "adam", "constant", "simultaneous", 0.0, 0.0,
+                                           "majority")
+    assert AAEConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_presets_fill_in_and_explicit_values_win():
+    assert build_config("seed", mode="semi_supervised") == AAEConfig(mode=Mode.SEMI_SUPERVISED)
+    cfg = build_config("default", mode="semi_supervised", n_labels=100, z_dim=4)
+    assert cfg.z_dim == 4  # explicit
+    assert cfg.vat_weight == preset_values("default", "semi_supervised")["vat_weight"]
+    assert build_config("default", mode="unsupervised").z_dim == 2  # the 2-D figure mode
+    paper = build_config("paper", mode="semi_supervised")
+    assert (paper.optimizer.value, paper.step_mode.value, paper.input_noise_std,
+            paper.dropout_encoder, paper.z_dim) == ("sgd", "sequential", 0.3, 0.0, 10)
+    assert build_config("paper", mode="clustering").cluster_mapping is ClusterMapping.PAPER
+    for name in PRESETS:  # every preset builds a valid config in every mode
+        for mode in Mode:
+            build_config(name, mode=mode)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        build_config("nope")
