@@ -4,3 +4,5 @@ This package is the library under the service and the workers. It depends on
 torch, numpy, safetensors and the standard library only: never on the web
 framework, the job queue or a settings layer.
 """
+
+__version__ = "0.1.0"

@@ -8,9 +8,12 @@ of the seed post and of Makhzani et al. (2015).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class Mode(str, Enum):
@@ -173,17 +176,14 @@ class AAEConfig:
     # -- what the mode implies -------------------------------------------------
     @property
     def has_categorical(self) -> bool:
-        """The encoder has a softmax head y (and there is a categorical discriminator)."""
+        """The encoder has a softmax head y (and a categorical discriminator), so the
+        model can classify (by argmax y)."""
         return self.mode in (Mode.SEMI_SUPERVISED, Mode.CLUSTERING)
 
     @property
     def uses_labels(self) -> bool:
         """The decoder is conditioned on a class: given (supervised) or inferred (y)."""
         return self.mode is not Mode.UNSUPERVISED
-
-    @property
-    def can_classify(self) -> bool:
-        return self.has_categorical
 
     @property
     def decoder_input_dim(self) -> int:
@@ -200,12 +200,18 @@ class AAEConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AAEConfig:
+    def from_dict(cls, data: dict[str, Any], *, strict: bool = True) -> AAEConfig:
+        """The config of ``data``. Unknown keys are refused, or with ``strict=False`` (the
+        serving path: a newer worker may have published a field this release does not
+        know) logged and ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
-        if unknown:
+        if unknown and strict:
             raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
-        return cls(**data)
+        if unknown:
+            logger.warning("ignoring configuration keys this release does not know: %s",
+                           ", ".join(unknown))
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def replace(self, **changes: Any) -> AAEConfig:
         return dataclasses.replace(self, **changes)

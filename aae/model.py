@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aae import inputs
 from aae.config import AAEConfig, Mode
 from aae.errors import CapabilityError, InvalidInput
 from aae.nets import Decoder, Discriminator, Encoder
@@ -55,88 +56,87 @@ class AdversarialAutoencoder(nn.Module):
         model.load_state_dict(tensors, strict=True)
         return model.to(device).eval()
 
-    # -- inputs ---------------------------------------------------------------------
-    def _images(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-        if x.ndim == 1:
-            x = x.unsqueeze(0)
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.cfg.x_dim:
-            raise InvalidInput(f"an image must have {self.cfg.x_dim} pixels, got {x.shape[1]}")
-        if not torch.isfinite(x).all():
-            raise InvalidInput("pixels must be finite numbers")
-        if x.min() < 0 or x.max() > 1:
-            raise InvalidInput("pixels must lie in [0, 1]")
-        return x
+    # -- inputs (the rules live in aae.inputs) ----------------------------------------------
+    def decoder_classes(self, labels: inputs.Labels | None, n: int,
+                        subject: str = "the model") -> torch.Tensor | None:
+        """The class input of the decoder for ``n`` codes: one-hot rows of ``labels`` (one
+        for all, or one each) for models whose decoder takes a class, None for the
+        unsupervised model; InvalidInput if the labels do not fit the model (``subject``
+        names it in the message)."""
+        cfg = self.cfg
+        if not cfg.uses_labels:
+            if labels is not None:
+                raise InvalidInput(f"{subject} is an unsupervised model and takes no label")
+            return None
+        if labels is None:
+            raise InvalidInput(f"{subject} is a {cfg.mode.value} model: give a label in "
+                               f"0..{cfg.n_classes - 1}")
+        return inputs.one_hot(labels, n, cfg.n_classes).to(self.device)
 
-    def _one_hot(self, labels: torch.Tensor | int | list[int], n: int) -> torch.Tensor:
-        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
-        if labels.numel() == 1 and n > 1:
-            labels = labels.expand(n)
-        if labels.numel() != n:
-            raise InvalidInput(f"got {labels.numel()} labels for {n} codes")
-        if labels.min() < 0 or labels.max() >= self.cfg.n_classes:
-            raise InvalidInput(f"labels must be in 0..{self.cfg.n_classes - 1}")
-        return F.one_hot(labels, self.cfg.n_classes).float()
+    def reconstruction_labels(self, labels: inputs.Labels | None, n: int,
+                              subject: str = "the model") -> torch.Tensor | None:
+        """The labels ``reconstruct`` needs for ``n`` images: a supervised model's given
+        class; None for the others, which infer the class (or have none)."""
+        cfg = self.cfg
+        if cfg.mode is Mode.SUPERVISED:
+            if labels is None:
+                raise InvalidInput(f"{subject} is a supervised model: it reconstructs an image "
+                                   f"given its label in 0..{cfg.n_classes - 1}")
+            return inputs.labels(labels, n, cfg.n_classes)
+        if labels is not None:
+            raise InvalidInput(f"{subject} is a {cfg.mode.value} model: it infers the class "
+                               "itself and takes no label")
+        return None
 
     # -- inference ------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> Code:
         """q(z [, y] | x): the code of each image (y as class probabilities)."""
-        z, y_logits = self.encoder(self._images(x))
+        x = inputs.images(x, self.cfg.x_dim).to(self.device)
+        z, y_logits = self.encoder(x)
         return Code(z=z.float(), y=None if y_logits is None else F.softmax(y_logits.float(), 1))
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | int | list[int] | None = None,
+    def decode(self, z: torch.Tensor, labels: inputs.Labels | None = None,
                y: torch.Tensor | None = None) -> torch.Tensor:
         """p(x | z [, y]): images in [0, 1], shape (n, 784). Models with a class input take
-        either integer ``labels`` (one-hot) or a probability vector ``y``."""
-        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
-        if z.ndim == 1:
-            z = z.unsqueeze(0)
-        if z.ndim != 2 or z.shape[1] != self.cfg.z_dim:
-            raise InvalidInput(f"z must have {self.cfg.z_dim} values per code, "
-                               f"got shape {tuple(z.shape)}")
-        if not torch.isfinite(z).all():
-            raise InvalidInput("z must hold finite numbers")
-        if self.cfg.uses_labels:
-            if y is None:
-                if labels is None:
-                    raise InvalidInput(f"a {self.cfg.mode.value} model decodes z with a label "
-                                       f"in 0..{self.cfg.n_classes - 1}")
-                y = self._one_hot(labels, z.shape[0])
-            y = torch.as_tensor(y, dtype=torch.float32, device=self.device)
-        elif labels is not None or y is not None:
+        either integer ``labels`` (one-hot) or a probability vector ``y`` per code."""
+        z = inputs.codes(z, self.cfg.z_dim).to(self.device)
+        if y is None:
+            y = self.decoder_classes(labels, z.shape[0])
+        elif not self.cfg.uses_labels:
             raise InvalidInput("an unsupervised model takes no label")
-        return torch.sigmoid(self.decoder(z, y if self.cfg.uses_labels else None).float())
+        else:
+            y = torch.as_tensor(y, dtype=torch.float32, device=self.device)
+        return torch.sigmoid(self.decoder(z, y).float())
 
     @torch.no_grad()
-    def sample_prior(self, n: int, generator: torch.Generator | None = None,
-                     labels: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Draw n codes z from p(z) (from the labels' components for a mixture prior
-        of a supervised model)."""
-        components = None
-        if labels is not None and self.cfg.mode is Mode.SUPERVISED:
-            components = torch.as_tensor(labels).reshape(-1).expand(n).cpu()
-        return self.prior.sample(n, generator, components).to(self.device)
-
-    @torch.no_grad()
-    def sample(self, n: int, labels: torch.Tensor | int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """New images: z ~ p(z) (and y = the label, or y ~ Cat for models with y) through P."""
-        z = self.sample_prior(n, generator, labels)
-        if not self.cfg.uses_labels:
-            if labels is not None:
-                raise InvalidInput("an unsupervised model draws no labelled samples")
-            return self.decode(z)
-        if labels is None:
+    def sample_codes(self, n: int, labels: inputs.Labels | None = None,
+                     generator: torch.Generator | None = None, subject: str = "the model"
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` codes from the prior and the decoder's class input for them: z ~ p(z) (a
+        supervised mixture prior draws from each label's component) and y = the labels,
+        or y ~ Cat(n_classes) when none are given, for models with a class input."""
+        if labels is None and self.cfg.uses_labels:
             labels = torch.randint(self.cfg.n_classes, (n,), generator=generator)
-        return self.decode(z, labels=labels)
+        y = self.decoder_classes(labels, n, subject)
+        components = None
+        if self.cfg.mode is Mode.SUPERVISED:
+            components = inputs.labels(labels, n, self.cfg.n_classes)
+        z = self.prior.sample(n, generator, components).to(self.device)
+        return z, y
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: inputs.Labels | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """New images: codes from the prior (``sample_codes``) through P."""
+        z, y = self.sample_codes(n, labels, generator)
+        return torch.sigmoid(self.decoder(z, y).float())
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities y of each image (argmax is the predicted class)."""
-        if not self.cfg.can_classify:
+        if not self.cfg.has_categorical:
             raise CapabilityError(f"a {self.cfg.mode.value} model has no categorical code to "
                                   "classify with; train a semi_supervised or clustering model")
         code = self.encode(x)
@@ -147,10 +147,8 @@ class AdversarialAutoencoder(nn.Module):
     def reconstruct(self, x: torch.Tensor,
                     labels: torch.Tensor | int | list[int] | None = None) -> torch.Tensor:
         """P(Q(x)): each image through the code and back. A supervised model needs the labels."""
-        x = self._images(x)
         code = self.encode(x)
-        if self.cfg.mode is Mode.SUPERVISED:
-            if labels is None:
-                raise InvalidInput("a supervised model reconstructs an image given its label")
+        labels = self.reconstruction_labels(labels, code.z.shape[0])
+        if labels is not None:
             return self.decode(code.z, labels=labels)
         return self.decode(code.z, y=code.y)

@@ -15,10 +15,6 @@ class GaussianPrior:
     def __init__(self, dim: int, std: float) -> None:
         self.dim, self.std = dim, std
 
-    @property
-    def mean(self) -> torch.Tensor:
-        return torch.zeros(self.dim)
-
     def sample(self, n: int, generator: torch.Generator | None = None,
                components: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` draws; ``components`` is accepted for symmetry and ignored."""
@@ -38,10 +34,6 @@ class MixturePrior:
         if dim > 1:
             means[:, 1] = radius * torch.sin(angles)
         self.means = means.float()
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.means.mean(0)
 
     def sample(self, n: int, generator: torch.Generator | None = None,
                components: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,17 +26,16 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from aae.atomic import fsync_dir, staged_dir, write_json, write_tensors
 from aae.config import AAEConfig
 from aae.errors import CheckpointCorrupt
-from aae.store import _fsync_dir
 
 if TYPE_CHECKING:
     from aae.training import Trainer
@@ -116,24 +115,17 @@ def save_state(trainer: Trainer, directory: Path | str) -> Path:
         "optimizers": optimizers,
     }
     target = directory / f"epoch-{trainer.epoch}"
-    tmp = directory / f".tmp-{uuid.uuid4().hex}"
+    with staged_dir(directory) as tmp:
+        write_tensors(tmp / TENSORS_FILE, tensors)
+        write_json(tmp / JSON_FILE, document, indent=None)
     try:
-        tmp.mkdir()
-        save_file(tensors, str(tmp / TENSORS_FILE), metadata={"format": "pt"})
-        with open(tmp / TENSORS_FILE, "rb") as f:
-            os.fsync(f.fileno())
-        with open(tmp / JSON_FILE, "x", encoding="utf-8") as f:
-            json.dump(document, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
         if target.exists():  # saved before, then the run was resumed from an older state
             shutil.rmtree(target)
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for epoch, path in _states(directory):
         if epoch != trainer.epoch:
             shutil.rmtree(path, ignore_errors=True)

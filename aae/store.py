@@ -30,12 +30,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from aae.atomic import fsync_dir, staged_dir, write_bytes, write_json, write_tensors
 from aae.errors import AliasInUse, CheckpointCorrupt, CheckpointNotFound, InvalidName
 
 logger = logging.getLogger(__name__)
@@ -85,31 +85,6 @@ def _validate_user_alias(alias: str) -> str:
     if alias == LATEST:
         raise InvalidName("'latest' is computed by the store and cannot be set or deleted")
     return alias
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a directory's entries (creations, renames) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some network file systems refuse fsync on directories
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-        logger.debug("fsync of directory %s not supported: %s", path, exc)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it."""
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _json_bytes(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _is_race_loss(exc: OSError) -> bool:
@@ -188,24 +163,19 @@ class CheckpointStore:
         model_dir = self._model_dir(name)
         if not model_dir.is_dir():
             model_dir.mkdir(exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         metrics = dict(metrics)
         metrics.setdefault("created_at", datetime.now(timezone.utc).isoformat())
-        tmp = model_dir / f".tmp-{uuid.uuid4().hex}"
+        with staged_dir(model_dir) as tmp:
+            write_tensors(tmp / WEIGHTS_FILE, tensors)
+            write_json(tmp / CONFIG_FILE, config)
+            write_json(tmp / METRICS_FILE, metrics)
         try:
-            tmp.mkdir()
-            cpu = {key: t.detach().to("cpu", copy=True).contiguous() for key, t in tensors.items()}
-            save_file(cpu, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-            with open(tmp / WEIGHTS_FILE, "rb") as f:
-                os.fsync(f.fileno())
-            _write_file(tmp / CONFIG_FILE, _json_bytes(config))
-            _write_file(tmp / METRICS_FILE, _json_bytes(metrics))
-            _fsync_dir(tmp)
             version = self._rename_to_next_version(model_dir, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(model_dir)
+        fsync_dir(model_dir)
         logger.info("published %s version %d", name, version)
         return version
 
@@ -377,12 +347,12 @@ class CheckpointStore:
         aliases_dir.mkdir(exist_ok=True)
         tmp = aliases_dir / f".tmp-{uuid.uuid4().hex}"
         try:
-            _write_file(tmp, f"{number}\n".encode("ascii"))
+            write_bytes(tmp, f"{number}\n".encode("ascii"))
             os.replace(tmp, aliases_dir / alias)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(aliases_dir)
+        fsync_dir(aliases_dir)
         if not self._is_live(self.root / name, number):
             # Deleted concurrently, after we resolved it: do not leave the alias dangling.
             if self._read_alias(self.root / name, alias) == number:
@@ -399,7 +369,7 @@ class CheckpointStore:
             (aliases_dir / alias).unlink()
         except FileNotFoundError:
             raise self._not_found(name, f"model {name!r} has no alias {alias!r}") from None
-        _fsync_dir(aliases_dir)
+        fsync_dir(aliases_dir)
         logger.info("deleted alias %s of %s", alias, name)
 
     def _aliases_of(self, model_dir: Path, version: int) -> list[str]:
@@ -420,18 +390,18 @@ class CheckpointStore:
         deleted_dir.mkdir(exist_ok=True)
         tombstone = deleted_dir / str(number)
         try:
-            _write_file(tombstone, (datetime.now(timezone.utc).isoformat() + "\n").encode())
+            write_bytes(tombstone, (datetime.now(timezone.utc).isoformat() + "\n").encode())
         except FileExistsError:
             raise CheckpointNotFound(f"model {name!r} has no version {number}") from None
-        _fsync_dir(deleted_dir)
+        fsync_dir(deleted_dir)
         in_use = self._aliases_of(model_dir, number)  # an alias set while we checked
         if in_use:
             tombstone.unlink()
-            _fsync_dir(deleted_dir)
+            fsync_dir(deleted_dir)
             raise AliasInUse(f"model {name!r} version {number} is used by alias(es) "
                              f"{', '.join(repr(a) for a in in_use)}; move or delete them first")
         trash = model_dir / f".trash-{uuid.uuid4().hex}"
         os.rename(model_dir / str(number), trash)
-        _fsync_dir(model_dir)
+        fsync_dir(model_dir)
         shutil.rmtree(trash, ignore_errors=True)
         logger.info("deleted %s version %d", name, number)

@@ -18,7 +18,6 @@ package). Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import shutil

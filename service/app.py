@@ -18,7 +18,8 @@ from service.jobs import JobQueue
 from service.limits import BodySizeLimit
 from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
 from service.registry import ModelRegistry
-from service.routes import health, inference, jobs, metrics, models, presets, v2
+from service import v2
+from service.routes import health, inference, jobs, metrics, models, presets
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)

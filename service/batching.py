@@ -30,7 +30,9 @@ Forward = Callable[..., Sequence[torch.Tensor]]
 
 class Batcher:
     """Batches calls of ``forward(*inputs) -> outputs``; every tensor's first dimension is
-    the batch. A request larger than ``max_batch`` runs on its own."""
+    the batch. An input may be None (an input the model does not take): it must then be
+    None in every call, and is passed on as None. A request larger than ``max_batch``
+    runs on its own."""
 
     def __init__(self, forward: Forward, executor: Executor | None, max_batch: int,
                  max_wait_s: float, observe: Callable[[int, float], None] | None = None) -> None:
@@ -43,7 +45,7 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         self._shared = False  # whether the last batch held more than one request
 
-    async def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    async def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((inputs, future))
         self._rows += inputs[0].shape[0]
@@ -77,7 +79,7 @@ class Batcher:
             batch = self._take()
             sizes = [inputs[0].shape[0] for inputs, _ in batch]
             self._shared = len(batch) > 1
-            joined = [torch.cat(parts) if len(parts) > 1 else parts[0]
+            joined = [torch.cat(parts) if len(parts) > 1 and parts[0] is not None else parts[0]
                       for parts in zip(*(inputs for inputs, _ in batch))]
             start = loop.time()
             try:

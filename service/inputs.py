@@ -19,6 +19,7 @@ import torch
 from fastapi import Request
 
 from aae.errors import InvalidInput
+from aae.inputs import images
 from service.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
 from service.images import decode_base64, decode_image
 
@@ -60,15 +61,7 @@ def pixel_rows(value: object, limit: int) -> torch.Tensor:
                                f"{len(row) if isinstance(row, list) else type(row).__name__}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
             raise InvalidInput(f"image {i}: pixels must be numbers")
-    try:
-        x = torch.tensor(rows, dtype=torch.float32)
-    except (OverflowError, ValueError, RuntimeError):  # e.g. an integer of 400 digits
-        raise InvalidInput("pixels must be finite numbers in [0, 1]") from None
-    if not torch.isfinite(x).all():
-        raise InvalidInput("pixels must be finite numbers")
-    if x.min() < 0 or x.max() > 1:
-        raise InvalidInput("pixels must lie in [0, 1]")
-    return x
+    return images(rows, PIXELS)  # the library's rules: finite, in [0, 1]
 
 
 def json_images(body: bytes, max_images: int, max_pixels: int) -> torch.Tensor:

@@ -49,17 +49,16 @@ def _encode(model: AdversarialAutoencoder, x: torch.Tensor) -> tuple[torch.Tenso
     return code.z.cpu(), None if code.y is None else code.y.cpu()
 
 
-def _decode(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Tensor
+def _decode(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Tensor | None
             ) -> tuple[torch.Tensor]:
-    """``y`` is a one-hot or probability row per code (ignored by unsupervised models)."""
-    return (model.decode(z, y=y if model.cfg.uses_labels else None).cpu(),)
+    """``y``: the decoder's class rows (``model.decoder_classes``), None if it takes none."""
+    return (model.decode(z, y=y).cpu(),)
 
 
-def _reconstruct(model: AdversarialAutoencoder, x: torch.Tensor, labels: torch.Tensor
+def _reconstruct(model: AdversarialAutoencoder, x: torch.Tensor, labels: torch.Tensor | None
                  ) -> tuple[torch.Tensor]:
-    """``labels`` are used by supervised models only (-1 elsewhere)."""
-    supervised = model.cfg.mode.value == "supervised"
-    return (model.reconstruct(x, labels=labels if supervised else None).cpu(),)
+    """``labels``: ``model.reconstruction_labels`` (a supervised model's classes, else None)."""
+    return (model.reconstruct(x, labels=labels).cpu(),)
 
 
 OPERATIONS: dict[str, Callable] = {"encode": _encode, "decode": _decode,

@@ -9,6 +9,7 @@ import torch
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from aae.errors import CapabilityError, InvalidInput
+from aae.inputs import codes
 from service.deps import ModelQuery, VersionQuery, serving
 from service.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.images import png
@@ -82,7 +83,7 @@ async def classify(request: Request, model: ModelQuery = None,
                    version: VersionQuery = None) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
-    if not loaded.model.cfg.can_classify:
+    if not loaded.model.cfg.has_categorical:
         raise CapabilityError(
             f"{loaded.name} version {loaded.version} is a {loaded.model.cfg.mode.value} model "
             "and has no categorical code to classify with; use a semi_supervised or "
@@ -109,41 +110,10 @@ async def reconstruct(request: Request,
                       scale: Scale = 1) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
-    cfg = loaded.model.cfg
-    if cfg.mode.value == "supervised" and label is None:
-        raise InvalidInput("a supervised model reconstructs an image given its label: "
-                           "add ?label=")
-    if cfg.mode.value != "supervised" and label is not None:
-        raise InvalidInput(f"{loaded.name} is a {cfg.mode.value} model: it infers the class "
-                           "itself and takes no label")
-    if label is not None and label >= cfg.n_classes:
-        raise InvalidInput(f"label must be in 0..{cfg.n_classes - 1}")
     x = await _images(request, settings)
-    labels = torch.full((x.shape[0],), -1 if label is None else label, dtype=torch.long)
+    labels = loaded.model.reconstruction_labels(label, x.shape[0], loaded.name)
     (images,) = await loaded.batchers["reconstruct"](x, labels)
     return _images_response(request, loaded, images, scale)
-
-
-def _one_hot_rows(loaded: LoadedModel, labels: list[int] | None, n: int) -> torch.Tensor:
-    """One-hot rows for ``n`` codes: one label for all, or one each."""
-    cfg = loaded.model.cfg
-    if not cfg.uses_labels:
-        if labels is not None:
-            raise InvalidInput(f"{loaded.name} is an unsupervised model and takes no label")
-        return torch.zeros(n, 1)
-    if labels is None:
-        raise InvalidInput(f"{loaded.name} is a {cfg.mode.value} model: give a label in "
-                           f"0..{cfg.n_classes - 1}")
-    if len(labels) not in (1, n):
-        raise InvalidInput(f"got {len(labels)} labels for {n} codes")
-    if min(labels) < 0 or max(labels) >= cfg.n_classes:
-        raise InvalidInput(f"label must be in 0..{cfg.n_classes - 1}")
-    rows = torch.zeros(n, cfg.n_classes)
-    if len(labels) == 1:
-        rows[:, labels[0]] = 1
-    else:
-        rows[range(n), labels] = 1
-    return rows
 
 
 async def json_body(request: Request) -> None:
@@ -162,19 +132,10 @@ async def decode(request: Request, body: DecodeCreate, model: ModelQuery = None,
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
     rows = body.z if body.z and isinstance(body.z[0], list) else [body.z]
-    if not rows or not rows[0]:
-        raise InvalidInput("z must hold at least one code")
     if len(rows) > settings.max_images:
         raise PayloadTooLarge(f"{len(rows)} codes is over the limit of {settings.max_images}")
-    z_dim = loaded.model.cfg.z_dim
-    if any(len(row) != z_dim for row in rows):
-        raise InvalidInput(f"each code z must have {z_dim} numbers for {loaded.name} "
-                           f"version {loaded.version}")
-    z = torch.tensor(rows, dtype=torch.float32)
-    if not torch.isfinite(z).all():
-        raise InvalidInput("z must hold finite numbers")
-    labels = [body.label] if isinstance(body.label, int) else body.label
-    y = _one_hot_rows(loaded, labels, len(rows))
+    z = codes(rows, loaded.model.cfg.z_dim, f"{loaded.name} version {loaded.version}")
+    y = loaded.model.decoder_classes(body.label, z.shape[0], loaded.name)
     (images,) = await loaded.batchers["decode"](z, y)
     return _images_response(request, loaded, images, scale)
 
@@ -194,18 +155,8 @@ async def sample(request: Request,
     if n > settings.max_samples:
         raise InvalidInput(f"n={n} is over the limit of {settings.max_samples}")
     loaded = await registry.get(model, version)
-    cfg = loaded.model.cfg
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    labels = None
-    if label is not None:
-        labels = [label]
-    elif cfg.uses_labels:
-        labels = torch.randint(cfg.n_classes, (n,), generator=generator).tolist()
-    y = _one_hot_rows(loaded, labels, n)
-    components = None  # a supervised model's mixture prior: the label's component
-    if labels is not None and cfg.mode.value == "supervised":
-        components = torch.tensor(labels * n if len(labels) == 1 else labels)
-    z = loaded.model.prior.sample(n, generator, components)
+    z, y = loaded.model.sample_codes(n, label, generator, subject=loaded.name)
     (images,) = await loaded.batchers["decode"](z, y)
     return _images_response(request, loaded, images, scale)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
+from aae.checkpoints import config_fields
 from aae.store import VersionInfo
 from service.auth import RequireApiKey
 from service.deps import RegistryDep, StoreDep
@@ -22,7 +23,7 @@ Alias = Annotated[str, Path(description="alias name, e.g. production", max_lengt
 
 def _version_public(info: VersionInfo) -> ModelVersionPublic:
     return ModelVersionPublic(name=info.name, version=info.version, aliases=list(info.aliases),
-                              created_at=info.created_at, config=info.config,
+                              created_at=info.created_at, config=config_fields(info.config),
                               metrics=info.metrics)
 
 

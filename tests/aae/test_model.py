@@ -88,7 +88,7 @@ def test_bad_images_are_refused(bad, match):
 
 def test_bad_codes_and_labels_are_refused():
     model = small(Mode.SEMI_SUPERVISED)
-    with pytest.raises(InvalidInput, match="3 values"):
+    with pytest.raises(InvalidInput, match="3 numbers"):
         model.decode(torch.zeros(1, 5), labels=1)
     with pytest.raises(InvalidInput, match="finite"):
         model.decode(torch.tensor([[0.0, float("inf"), 0.0]]), labels=1)
@@ -129,3 +129,24 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
 def test_config_validation(changes, match):
     with pytest.raises(ValueError, match=match):
         AAEConfig(**changes)
+
+
+def test_config_json_is_stamped_and_read_tolerantly(tmp_path, caplog):
+    """A newer worker's unknown field is a warning on the serving path, not a failure."""
+    from aae.checkpoints import CONFIG_FORMAT, config_document, load_model, publish_model
+    from aae.store import CheckpointStore
+
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, hidden=16)
+    document = config_document(cfg)
+    assert document["format"] == CONFIG_FORMAT and document["library"].startswith("aae ")
+    store = CheckpointStore(tmp_path)
+    model = AdversarialAutoencoder(cfg)
+    publish_model(store, "m", model, {})
+    newer = {**document, "format": CONFIG_FORMAT + 1, "shiny_new_knob": 3}
+    store.publish("m", model.state_tensors(), newer, {})
+    with caplog.at_level("WARNING"):
+        _, loaded = load_model(store, "m", 2)
+    assert loaded.cfg == cfg
+    assert "shiny_new_knob" in caplog.text and "newer than this release" in caplog.text
+    with pytest.raises(ValueError, match="unknown configuration keys: shiny_new_knob"):
+        AAEConfig.from_dict({"shiny_new_knob": 3})  # strict where a config is made

@@ -508,3 +508,12 @@ def test_extra_safetensors_written_by_hand_load(store: CheckpointStore) -> None:
     save_file({"w": torch.arange(6.0).reshape(2, 3)}, str(path))
     assert torch.equal(store.load("mnist", 1)[1]["w"], torch.arange(6.0).reshape(2, 3))
     assert json.loads((path.parent / "config.json").read_text()) == CONFIG
+
+
+def test_every_file_of_a_version_is_readable_by_other_users(tmp_path):
+    """The API and the workers may run as different users: weights as readable as JSON."""
+    store = CheckpointStore(tmp_path)
+    version = store.publish("m", {"w": torch.zeros(2)}, {"mode": "unsupervised"}, {})
+    files = list((tmp_path / "m" / str(version)).iterdir())
+    assert {f.name for f in files} == {"weights.safetensors", "config.json", "metrics.json"}
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o644}

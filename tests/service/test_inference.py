@@ -223,8 +223,8 @@ def test_reconstruct_several_images_is_a_grid(client, image_files):
 
 def test_reconstruct_with_a_supervised_model_needs_the_label(client, image_files, problem):
     response = client.post("/reconstruct?model=styles", files=multipart(image_files.png(0)))
-    problem(response, 422, "a supervised model reconstructs an image given its label: "
-            "add ?label=")
+    problem(response, 422, "styles is a supervised model: it reconstructs an image given its "
+            "label in 0..9")
     response = client.post("/reconstruct?model=styles&label=10",
                            files=multipart(image_files.png(0)))
     problem(response, 422, "label must be in 0..9")

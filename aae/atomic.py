@@ -1,0 +1,82 @@
+"""Directories that appear whole or not at all, on a local or shared file system.
+
+The one protocol of the checkpoint store and the resumable training states: write every
+file into a private temporary directory beside the target (``staged_dir``), fsync the
+files and the directory, rename it into place (the caller's rename: the store picks a
+free version number, a resumable state replaces an older copy), then fsync the parent
+so that the rename itself is durable. A crash at any moment leaves either the complete
+directory or a ``.tmp-*`` one that readers ignore.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+logger = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+FILE_MODE = 0o644  # readable by the API and the workers, which may run as other users
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some network file systems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+        logger.debug("fsync of directory %s not supported: %s", path, exc)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file and fsync it."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, FILE_MODE)
+
+
+def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
+    text = json.dumps(obj, indent=indent, sort_keys=indent is not None)
+    write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save tensors with safetensors (nothing pickled) and fsync the file."""
+    cpu = {key: t.detach().to("cpu", copy=True).contiguous() for key, t in tensors.items()}
+    save_file(cpu, str(path), metadata={"format": "pt"})
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+    os.chmod(path, FILE_MODE)
+
+
+@contextmanager
+def staged_dir(parent: Path) -> Iterator[Path]:
+    """A new private directory under ``parent`` to fill and then rename into place.
+
+    On leaving the block normally, the directory's entries are fsynced (the caller then
+    renames it and calls ``fsync_dir(parent)``); on an exception it is removed."""
+    tmp = parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
