@@ -91,8 +91,9 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def encode_png(picture: np.ndarray) -> bytes:
     """An 8-bit greyscale PNG (RFC 2083): signature, IHDR, one IDAT, IEND.
 
-    Written here rather than by Pillow because Pillow's encoder set-up costs about
-    130 us for a 28x28 picture, a third of a /sample request; this takes about 20."""
+    Written here rather than by Pillow, whose encoder set-up dominates small pictures:
+    17 against 32 us for 28x28 and 273 against 588 us for 448x448, same zlib level,
+    measured side by side by ``python benchmarks/hand_written.py``."""
     height, width = picture.shape
     rows = np.zeros((height, width + 1), np.uint8)  # each row: filter type 0, then pixels
     rows[:, 1:] = picture

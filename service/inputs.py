@@ -5,8 +5,9 @@
 - ``application/json``: ``{"pixels": [784 numbers in 0..1]}`` or a list of such rows,
   ``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}`` (data URLs accepted).
 
-Multipart bodies are split here rather than by Starlette's form parser, which spools
-every part through a temporary file.
+Multipart bodies are split here rather than by Starlette's form parser (python-multipart,
+which builds an upload object per part): 54 against 108 us for a one-digit upload,
+measured side by side by ``python benchmarks/hand_written.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from service.images import decode_base64, decode_image
 
 PIXELS = 784
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
+_FILENAME = re.compile(r';\s*filename\*?\s*=', re.IGNORECASE)
 
 
 def multipart_files(body: bytes, content_type: str) -> list[bytes]:
@@ -42,10 +44,22 @@ def multipart_files(body: bytes, content_type: str) -> list[bytes]:
             raise BadImage("malformed multipart part")
         if content.endswith(b"\r\n"):
             content = content[:-2]
-        headers = head.decode("latin-1").lower()
-        if "filename=" in headers or "content-type: image/" in headers:
+        if _is_file(head.decode("latin-1")):
             files.append(content)
     return files
+
+
+def _is_file(head: str) -> bool:
+    """Whether a part's headers announce a file: a ``filename`` parameter in its
+    Content-Disposition, or an image Content-Type."""
+    headers = {}
+    for line in head.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    disposition = headers.get("content-disposition", "")
+    return (bool(_FILENAME.search(disposition))
+            or headers.get("content-type", "").lower().startswith("image/"))
 
 
 def pixel_rows(value: object, limit: int) -> torch.Tensor:

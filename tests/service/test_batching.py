@@ -1,0 +1,100 @@
+"""Dynamic batching: concurrent calls share forward passes, results go back to their
+callers, limits split batches, and a failed pass fails every call in it."""
+
+import asyncio
+
+import pytest
+import torch
+
+from service.batching import Batcher
+
+
+class Recorder:
+    """A forward pass that doubles its input and records every batch it saw."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        self.batches.append(x.shape[0])
+        if self.fail:
+            raise ValueError("the pass broke")
+        return x * 2, (None if y is None else y + 1)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def calls(batcher: Batcher, sizes: list[int], with_y: bool = False):
+    inputs = [torch.arange(sum(sizes[:i]), sum(sizes[:i + 1]), dtype=torch.float32)
+              .reshape(-1, 1) for i in range(len(sizes))]
+    ys = [x.clone() if with_y else None for x in inputs]
+    results = await asyncio.gather(*(batcher(x, y) for x, y in zip(inputs, ys)),
+                                   return_exceptions=True)
+    return inputs, results
+
+
+def test_concurrent_calls_share_a_pass_and_get_their_own_rows():
+    forward = Recorder()
+    batcher = Batcher(forward, None, max_batch=64, max_wait_s=0.01)
+    inputs, results = run(calls(batcher, [1, 3, 2, 1]))
+    assert sum(forward.batches) == 7 and len(forward.batches) < 4  # coalesced
+    for x, (doubled, y) in zip(inputs, results):
+        assert torch.equal(doubled, x * 2) and y is None  # None stays None
+
+
+def test_optional_inputs_are_joined_when_given():
+    batcher = Batcher(Recorder(), None, max_batch=64, max_wait_s=0.01)
+    inputs, results = run(calls(batcher, [2, 2], with_y=True))
+    for x, (_, y) in zip(inputs, results):
+        assert torch.equal(y, x + 1)
+
+
+def test_batches_split_at_the_limit_and_a_large_call_runs_alone():
+    forward = Recorder()
+    batcher = Batcher(forward, None, max_batch=4, max_wait_s=0.01)
+    inputs, results = run(calls(batcher, [3, 3, 3, 9]))
+    assert all(size <= 4 for size in forward.batches[:-1] if size != 9)
+    assert 9 in forward.batches and sum(forward.batches) == 18
+    assert all(torch.equal(r[0], x * 2) for x, r in zip(inputs, results))
+
+
+def test_an_error_reaches_every_caller_of_the_pass_and_the_batcher_goes_on():
+    forward = Recorder(fail=True)
+    batcher = Batcher(forward, None, max_batch=64, max_wait_s=0.01)
+    _, results = run(calls(batcher, [1, 2, 3]))
+    assert all(isinstance(r, ValueError) and str(r) == "the pass broke" for r in results)
+    forward.fail = False
+
+    async def again():
+        return await batcher(torch.ones(1, 1))
+
+    assert torch.equal(run(again())[0], torch.full((1, 1), 2.0))
+
+
+def test_the_forward_pass_runs_on_the_executor_when_given():
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+
+    threads = []
+
+    def forward(x, y=None):
+        threads.append(threading.current_thread().name)
+        return (x,)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="inference") as pool:
+        batcher = Batcher(forward, pool, max_batch=8, max_wait_s=0.0)
+        _, results = run(calls(batcher, [1, 1]))
+    assert all(isinstance(r, tuple) for r in results)
+    assert threads and all(name.startswith("inference") for name in threads)
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.005])
+def test_observe_sees_each_pass(wait):
+    seen = []
+    batcher = Batcher(Recorder(), None, max_batch=64, max_wait_s=wait,
+                      observe=lambda rows, seconds: seen.append((rows, seconds)))
+    run(calls(batcher, [2, 2, 2]))
+    assert sum(rows for rows, _ in seen) == 6 and all(s >= 0 for _, s in seen)
