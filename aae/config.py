@@ -115,7 +115,7 @@ class AAEConfig:
     # adversarial training (Miyato et al. 2018) and conditional entropy minimisation
     vat_weight: float = 0.0
     vat_epsilon: float = 2.0  # L2 radius of the adversarial perturbation of an image
-    vat_xi: float = 1e-6  # finite-difference step of the power iteration
+    vat_xi: float = 10.0  # finite-difference step of the power iteration (1e-6 is lost in bf16)
     entropy_weight: float = 0.0
     labeled_batch_size: int | None = None  # labeled minibatch (None: batch_size)
     # evaluation of clustering models

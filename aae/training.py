@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,7 +193,8 @@ class Trainer:
             "test_reconstruction_loss": test.reconstruction_loss,
             "validation_error": last.get("validation_error"),
             "final_losses": dict(self.losses),
-            "dataset": self.splits.source,
+            "dataset": Path(self.splits.source).name,
+            "data_dir": self.splits.source,
             "n_train": len(self.source),
             "n_labels": len(self.splits.labeled) if self.cfg.uses_labels
             and self.cfg.mode is not Mode.CLUSTERING else 0,

@@ -1,1 +1,2 @@
-"""The ``aae`` command line: local training, the checkpoint store, and (later) the service."""
+"""The ``aae`` command line: local training, the checkpoint store, and running the
+service: the API, training workers and an embedded Redis."""

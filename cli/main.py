@@ -24,7 +24,7 @@ from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode
 from aae.data import load_splits
 from aae.device import tune_cpu_allocator
-from aae.errors import AAEError
+from aae.errors import AAEError, DatasetNotFound
 from aae.presets import DEFAULT_PRESET, PRESETS, build_config, preset_names, preset_values
 from aae.store import CheckpointStore, validate_name
 from aae.training import Trainer
@@ -67,14 +67,24 @@ def config_from_args(args: argparse.Namespace) -> AAEConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     settings = get_settings()
-    data_dir = args.data_dir or settings.data_dir
+    data_dir = Path(args.data_dir or settings.data_dir)
     store = CheckpointStore(args.model_dir or settings.model_dir)
-    name = validate_name(args.name or f"mnist-{cfg.mode.value.replace('_', '-')}")
+    dataset = dataset_name(data_dir)
+    name = validate_name(args.name or f"{dataset}-{cfg.mode.value.replace('_', '-')}")
     if args.alias:
         validate_name(args.alias, "alias")
     tune_cpu_allocator()
-    splits = load_splits(Path(data_dir), n_labels=cfg.n_labels, validation_size=cfg.validation_size,
-                         seed=cfg.seed, download=not args.no_download)
+    # MNIST is fetched into the configured data directory only: a --data-dir that lacks
+    # the files is a mistake (a typo, another dataset's path) unless --download says not
+    download = not args.no_download and (args.data_dir is None or args.download)
+    try:
+        splits = load_splits(data_dir, n_labels=cfg.n_labels,
+                             validation_size=cfg.validation_size, seed=cfg.seed,
+                             download=download)
+    except DatasetNotFound as exc:
+        raise DatasetNotFound(f"{exc}. Point --data-dir (or AAE_DATA_DIR) at a directory "
+                              "with the four MNIST-format IDX files; --download fetches "
+                              "MNIST into --data-dir") from None
     trainer = Trainer(cfg, splits, device=args.device, on_progress=ProgressBar())
     result = trainer.fit()
     version = publish_model(store, name, result.model, result.metrics)
@@ -88,8 +98,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset_name(data_dir: Path) -> str:
+    """A dataset is named by its directory (``.../fashion-mnist`` is ``fashion-mnist``), as
+    the job API names the workers' datasets; the default MNIST cache is ``mnist``."""
+    try:
+        return validate_name(data_dir.resolve().name, "dataset name")
+    except AAEError:
+        return "dataset"
+
+
 def _summary(metrics: dict[str, Any]) -> str:
     parts = [metrics.get("mode", "?")]
+    if metrics.get("dataset"):
+        parts.append(f"on {Path(str(metrics['dataset'])).name}")
     if metrics.get("test_error") is not None:
         parts.append(f"test error {metrics['test_error']:.2%}")
     if metrics.get("test_reconstruction_loss") is not None:
@@ -173,11 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model locally and publish a version")
-    train.add_argument("--name", help="model name in the store (default mnist-<mode>)")
+    train.add_argument("--name", help="model name in the store (default <dataset>-<mode>, "
+                       "the dataset named by its directory, e.g. mnist-semi-supervised)")
     train.add_argument("--alias", help="also point this alias (e.g. production) at the version")
     train.add_argument("--data-dir", type=Path, help="MNIST-format data (default $AAE_DATA_DIR)")
     train.add_argument("--model-dir", type=Path, help="checkpoint store (default $AAE_MODEL_DIR)")
     train.add_argument("--no-download", action="store_true", help="fail if data files are missing")
+    train.add_argument("--download", action="store_true", help="fetch MNIST into --data-dir "
+                       "if its files are missing (done unasked only for $AAE_DATA_DIR)")
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     add_config_arguments(train)
     train.set_defaults(func=cmd_train)

@@ -152,6 +152,3 @@ class ModelRegistry:
         if version is not None and self._models.pop((name, version), None) is not None:
             self.observer.unloaded(name, version)
 
-    @property
-    def loaded(self) -> list[tuple[str, int]]:
-        return list(self._models)

@@ -46,3 +46,30 @@ def test_errors_are_one_clear_line(args, message, tmp_path, fixture_data_dir):
     result = aae(*args, "--validation-size", "300", env=env)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_are_named_by_their_dataset_and_listed_with_it(fixture_data_dir, tmp_path):
+    """Another dataset's directory never publishes as the MNIST model (as the job API
+    names models <dataset>-<mode>), and `aae models` says which data each version saw."""
+    fashion = tmp_path / "fashion-digits"
+    fashion.mkdir()
+    for f in fixture_data_dir.glob("*-ubyte.gz"):
+        (fashion / f.name).symlink_to(f)
+    env = {"AAE_MODEL_DIR": str(tmp_path / "models"), "AAE_DATA_DIR": str(fixture_data_dir)}
+    result = aae("train", "--data-dir", str(fashion), "--mode", "unsupervised", "--epochs", "1",
+                 "--validation-size", "300", "--hidden", "32", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "published fashion-digits-unsupervised version 1" in result.stdout
+    assert "on fashion-digits" in aae("models", env=env).stdout
+    metrics = json.loads(aae("models", "--json", env=env).stdout)[
+        "fashion-digits-unsupervised"]["versions"]["1"]
+    assert metrics["dataset"] == "fashion-digits" and metrics["data_dir"] == str(fashion)
+
+
+def test_a_mistyped_data_dir_is_an_error_not_a_download(tmp_path, fixture_data_dir):
+    typo = tmp_path / "mnsit"
+    env = {"AAE_MODEL_DIR": str(tmp_path / "models"), "AAE_DATA_DIR": str(fixture_data_dir)}
+    result = aae("train", "--data-dir", str(typo), "--epochs", "1", env=env)
+    assert result.returncode == 2, result.stdout
+    assert "--data-dir" in result.stderr and "AAE_DATA_DIR" in result.stderr
+    assert "download disabled" in result.stderr and not typo.exists()
