@@ -69,4 +69,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(presets.router)
     app.include_router(metrics.router)
+    _add_openapi_components(app, v2.openapi_components())
     return app
+
+
+def _add_openapi_components(app: FastAPI, schemas: dict[str, dict]) -> None:
+    """Schemas that routes reading their own bodies refer to, added to the document."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = generate()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in schemas.items():
+                components.setdefault(name, schema)
+        return app.openapi_schema or document
+
+    app.openapi = openapi

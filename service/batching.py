@@ -20,12 +20,23 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 Forward = Callable[..., Sequence[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """One forward pass, as the batcher saw it (for metrics and statistics)."""
+
+    rows: int  # images or codes in the pass
+    compute_s: float  # the forward pass itself
+    queued_s: tuple[float, ...]  # each request's wait from its arrival to the pass's start
+    ok: bool  # False: the pass raised, and every request in it failed
 
 
 class Batcher:
@@ -35,19 +46,21 @@ class Batcher:
     runs on its own."""
 
     def __init__(self, forward: Forward, executor: Executor | None, max_batch: int,
-                 max_wait_s: float, observe: Callable[[int, float], None] | None = None) -> None:
+                 max_wait_s: float, observe: Callable[[PassReport], None] | None = None
+                 ) -> None:
         self.forward, self.executor = forward, executor
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
-        self.observe = observe  # called with (batch rows, seconds) after each pass
-        self._queue: list[tuple[tuple[torch.Tensor, ...], asyncio.Future]] = []
+        self.observe = observe  # called with a PassReport after each pass
+        self._queue: list[tuple[tuple[torch.Tensor, ...], asyncio.Future, float]] = []
         self._rows = 0
         self._full = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._shared = False  # whether the last batch held more than one request
 
     async def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue.append((inputs, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._queue.append((inputs, future, loop.time()))
         self._rows += inputs[0].shape[0]
         if self._rows >= self.max_batch:
             self._full.set()
@@ -55,7 +68,7 @@ class Batcher:
             self._worker = asyncio.create_task(self._run())
         return await future
 
-    def _take(self) -> list[tuple[tuple[torch.Tensor, ...], asyncio.Future]]:
+    def _take(self) -> list[tuple[tuple[torch.Tensor, ...], asyncio.Future, float]]:
         batch, rows = [], 0
         while self._queue:
             n = self._queue[0][0][0].shape[0]
@@ -77,10 +90,10 @@ class Batcher:
                 except TimeoutError:
                     pass
             batch = self._take()
-            sizes = [inputs[0].shape[0] for inputs, _ in batch]
+            sizes = [inputs[0].shape[0] for inputs, _, _ in batch]
             self._shared = len(batch) > 1
             joined = [torch.cat(parts) if len(parts) > 1 and parts[0] is not None else parts[0]
-                      for parts in zip(*(inputs for inputs, _ in batch))]
+                      for parts in zip(*(inputs for inputs, _, _ in batch))]
             start = loop.time()
             try:
                 if self.executor is None:
@@ -88,18 +101,25 @@ class Batcher:
                 else:
                     outputs = await loop.run_in_executor(self.executor, self._forward, joined)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, future in batch:
+                self._report(batch, sizes, start, loop.time(), ok=False)
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            if self.observe is not None:
-                self.observe(sum(sizes), loop.time() - start)
-            for i, (_, future) in enumerate(batch):
+            self._report(batch, sizes, start, loop.time(), ok=True)
+            for i, (_, future, _) in enumerate(batch):
                 if not future.done():
                     start_row = sum(sizes[:i])
                     future.set_result(tuple(None if out is None else
                                             out[start_row:start_row + sizes[i]]
                                             for out in outputs))
+
+    def _report(self, batch: list, sizes: list[int], start: float, end: float,
+                ok: bool) -> None:
+        if self.observe is not None:
+            self.observe(PassReport(rows=sum(sizes), compute_s=end - start,
+                                    queued_s=tuple(start - arrived for _, _, arrived in batch),
+                                    ok=ok))
 
     def _forward(self, inputs: list[torch.Tensor]) -> Sequence[torch.Tensor]:
         with torch.inference_mode():

@@ -129,5 +129,9 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid request", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path == "/v2" or request.url.path.startswith("/v2/"):
+            # the Open Inference Protocol's error shape, on unknown routes under /v2 too
+            return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                                headers=exc.headers)
         return problem(exc.status_code, str(exc.detail), str(exc.detail))

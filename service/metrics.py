@@ -21,6 +21,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.batching import PassReport
 from service.registry import LoadedModel
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -63,10 +64,10 @@ class InferenceMetrics:
     def unloaded(self, name: str, version: int) -> None:
         MODELS_LOADED.labels(name, str(version)).set(0)
 
-    def batch(self, loaded: LoadedModel, operation: str, rows: int, seconds: float) -> None:
+    def batch(self, loaded: LoadedModel, operation: str, report: PassReport) -> None:
         labels = (loaded.name, str(loaded.version), operation)
-        BATCH_SIZE.labels(*labels).observe(rows)
-        FORWARD_SECONDS.labels(*labels).observe(seconds)
+        BATCH_SIZE.labels(*labels).observe(report.rows)
+        FORWARD_SECONDS.labels(*labels).observe(report.compute_s)
 
 
 class HTTPMetrics:

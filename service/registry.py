@@ -22,9 +22,11 @@ from typing import Protocol
 import torch
 
 from aae.checkpoints import load_model
+from aae.errors import AAEError
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore, VersionInfo
-from service.batching import Batcher
+from service.batching import Batcher, PassReport
+from service.stats import InferenceStats
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +67,33 @@ OPERATIONS: dict[str, Callable] = {"encode": _encode, "decode": _decode,
                                    "reconstruct": _reconstruct}
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service can take requests (its store is readable: an empty store on a
+    fresh deployment included, so that a readiness probe never cuts off the API that
+    would train the first model), and the default model's state."""
+
+    ready: bool
+    reason: str | None  # why not ready
+    default_model: str
+    default_version: int | None  # None: not loadable, see default_reason
+    default_reason: str | None
+
+
 class RegistryObserver(Protocol):
     """What the registry reports (the metrics implement it)."""
 
     def cache(self, name: str, version: int, hit: bool) -> None: ...
     def loaded(self, loaded: LoadedModel, seconds: float) -> None: ...
     def unloaded(self, name: str, version: int) -> None: ...
-    def batch(self, loaded: LoadedModel, operation: str, rows: int, seconds: float) -> None: ...
+    def batch(self, loaded: LoadedModel, operation: str, report: PassReport) -> None: ...
 
 
 class _Unobserved:
     def cache(self, name: str, version: int, hit: bool) -> None: pass
     def loaded(self, loaded: LoadedModel, seconds: float) -> None: pass
     def unloaded(self, name: str, version: int) -> None: pass
-    def batch(self, loaded: LoadedModel, operation: str, rows: int, seconds: float) -> None: pass
+    def batch(self, loaded: LoadedModel, operation: str, report: PassReport) -> None: pass
 
 
 class ModelRegistry:
@@ -90,6 +105,7 @@ class ModelRegistry:
         self.cache_size, self.alias_refresh_s = cache_size, alias_refresh_s
         self.executor, self.max_batch, self.max_wait_s = executor, max_batch, max_wait_s
         self.observer: RegistryObserver = observer or _Unobserved()
+        self.stats = InferenceStats()
         self._resolved: dict[tuple[str, str], tuple[int, float]] = {}
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future] = {}
@@ -134,8 +150,7 @@ class ModelRegistry:
                 self.executor if torch.device(self.device).type == "cuda" else None,
                 self.max_batch,
                 self.max_wait_s,
-                observe=lambda rows, seconds, op=op: self.observer.batch(loaded, op, rows,
-                                                                         seconds))
+                observe=lambda report, op=op: self._observe(loaded, op, report))
         self._models[key] = loaded
         while len(self._models) > self.cache_size:
             evicted, _ = self._models.popitem(last=False)
@@ -145,6 +160,22 @@ class ModelRegistry:
         logger.info("loaded %s version %d in %.3f s", key[0], key[1], seconds)
         self.observer.loaded(loaded, seconds)
         return loaded
+
+    async def readiness(self) -> Readiness:
+        try:
+            self.store.models()
+        except OSError as exc:
+            return Readiness(False, f"checkpoint store {self.store.root} is not readable: "
+                             f"{exc}", self.default_model, None, None)
+        try:
+            loaded = await self.get()
+        except AAEError as exc:
+            return Readiness(True, None, self.default_model, None, str(exc))
+        return Readiness(True, None, self.default_model, loaded.version, None)
+
+    def _observe(self, loaded: LoadedModel, operation: str, report: PassReport) -> None:
+        self.stats.record(loaded.name, loaded.version, report)
+        self.observer.batch(loaded, operation, report)
 
     def forget(self, name: str, version: int | None = None) -> None:
         """Drop cached resolutions (and the loaded model) after a change through this API."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from aae.errors import AAEError
-from service.deps import RegistryDep, StoreDep
+from service.deps import RegistryDep
 from service.errors import ServiceUnavailable, problem_responses
 from service.schemas import Health
 
@@ -18,13 +17,15 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health,
-            summary="The store is readable and the default model loads")
-async def readyz(store: StoreDep, registry: RegistryDep) -> Health:
-    if not store.root.is_dir():
-        raise ServiceUnavailable(f"checkpoint store {store.root} is not readable")
-    try:
-        loaded = await registry.get()
-    except AAEError as exc:
-        raise ServiceUnavailable(f"default model {registry.default_model!r} is not loadable: "
-                                 f"{exc}") from None
-    return Health(status="ready", detail=f"{loaded.name} version {loaded.version}")
+            summary="Ready to take requests: the checkpoint store is readable (an empty "
+            "store included); the detail says the default model's state")
+async def readyz(registry: RegistryDep) -> Health:
+    state = await registry.readiness()
+    if not state.ready:
+        raise ServiceUnavailable(state.reason or "not ready")
+    if state.default_version is None:
+        detail = (f"default model {state.default_model!r} is not loadable yet "
+                  f"({state.default_reason}); training and other models are served")
+    else:
+        detail = f"{state.default_model} version {state.default_version}"
+    return Health(status="ready", detail=detail)

@@ -18,7 +18,7 @@ import torch
 from aae import inputs as rules
 from aae.errors import InvalidInput
 from service.registry import LoadedModel
-from service.v2.schemas import RequestInput
+from service.v2.schemas import InferenceRequest, RequestInput
 from service.v2.tensors import INTEGERS, input_rows, input_values
 
 
@@ -40,13 +40,13 @@ def _checked(tensor: RequestInput, check) -> torch.Tensor:
         raise InvalidInput(f"input {tensor.name!r}: {exc}") from None
 
 
-async def encode(loaded: LoadedModel, inputs: dict[str, RequestInput], limit: int
-                 ) -> dict[str, torch.Tensor]:
+async def encode(loaded: LoadedModel, inputs: dict[str, RequestInput], limit: int,
+                 binary: dict[str, bytes]) -> dict[str, torch.Tensor]:
     """images -> z, and y and label for models with a categorical code."""
     cfg = loaded.model.cfg
     _only(loaded, inputs, {"images"})
     images = inputs["images"]
-    x = input_rows(images, cfg.x_dim, limit)
+    x = input_rows(images, cfg.x_dim, limit, binary.get("images"))
     x = _checked(images, lambda: rules.images(x, cfg.x_dim))
     z, y = await loaded.batchers["encode"](x)
     produced = {"z": z}
@@ -55,17 +55,17 @@ async def encode(loaded: LoadedModel, inputs: dict[str, RequestInput], limit: in
     return produced
 
 
-async def decode(loaded: LoadedModel, inputs: dict[str, RequestInput], limit: int
-                 ) -> dict[str, torch.Tensor]:
+async def decode(loaded: LoadedModel, inputs: dict[str, RequestInput], limit: int,
+                 binary: dict[str, bytes]) -> dict[str, torch.Tensor]:
     """z (and label, for models with a class input) -> images."""
     model, cfg = loaded.model, loaded.model.cfg
     _only(loaded, inputs, {"z", "label"} if cfg.uses_labels else {"z"})
-    z = input_rows(inputs["z"], cfg.z_dim, limit)
+    z = input_rows(inputs["z"], cfg.z_dim, limit, binary.get("z"))
     z = _checked(inputs["z"], lambda: rules.codes(z, cfg.z_dim, loaded.name))
     n = z.shape[0]
     labels = None
     if "label" in inputs:
-        values = input_values(inputs["label"], INTEGERS, limit)
+        values = input_values(inputs["label"], INTEGERS, limit, binary.get("label"))
         if values.ndim > 2 or values.shape[0] != n or values.numel() != n:
             raise InvalidInput(f"input 'label' must have shape [{n}], one per code, "
                                f"got {inputs['label'].shape}")
@@ -77,3 +77,16 @@ async def decode(loaded: LoadedModel, inputs: dict[str, RequestInput], limit: in
                  lambda: model.decoder_classes(labels, n, loaded.name))
     (images,) = await loaded.batchers["decode"](z, y)
     return {"images": images}
+
+
+async def infer(loaded: LoadedModel, request: InferenceRequest, binary: dict[str, bytes],
+                limit: int) -> dict[str, torch.Tensor]:
+    """The outputs of the input set the request sends."""
+    inputs = {tensor.name: tensor for tensor in request.inputs}
+    if len(inputs) != len(request.inputs):
+        raise InvalidInput("each input may be given once")
+    if "images" in inputs:
+        return await encode(loaded, inputs, limit, binary)
+    if "z" in inputs:
+        return await decode(loaded, inputs, limit, binary)
+    raise InvalidInput("send an 'images' input (encode) or a 'z' input (decode)")

@@ -94,7 +94,16 @@ def test_the_forward_pass_runs_on_the_executor_when_given():
 @pytest.mark.parametrize("wait", [0.0, 0.005])
 def test_observe_sees_each_pass(wait):
     seen = []
-    batcher = Batcher(Recorder(), None, max_batch=64, max_wait_s=wait,
-                      observe=lambda rows, seconds: seen.append((rows, seconds)))
+    batcher = Batcher(Recorder(), None, max_batch=64, max_wait_s=wait, observe=seen.append)
     run(calls(batcher, [2, 2, 2]))
-    assert sum(rows for rows, _ in seen) == 6 and all(s >= 0 for _, s in seen)
+    assert sum(r.rows for r in seen) == 6 and all(r.compute_s >= 0 and r.ok for r in seen)
+    assert sum(len(r.queued_s) for r in seen) == 3  # one wait per request
+    assert all(q >= 0 for r in seen for q in r.queued_s)
+
+
+def test_a_failed_pass_is_reported_as_failed():
+    seen = []
+    batcher = Batcher(Recorder(fail=True), None, max_batch=64, max_wait_s=0.0,
+                      observe=seen.append)
+    run(calls(batcher, [1, 1]))
+    assert seen and not any(r.ok for r in seen) and sum(r.rows for r in seen) == 2

@@ -87,17 +87,30 @@ def _error(response, status):
 
 def test_server_live_ready_and_metadata(v2_client):
     live, ready = v2_client.get("/v2/health/live"), v2_client.get("/v2/health/ready")
-    assert (live.status_code, live.content) == (200, b"")
-    assert (ready.status_code, ready.content) == (200, b"")
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.json()["default_model"] == {"name": "digits", "ready": True, "version": 1,
+                                             "reason": None}
     meta = v2_client.get("/v2").json()
     app = v2_client.app
-    assert meta == {"name": app.title, "version": app.version, "extensions": []}
+    assert meta == {"name": app.title, "version": app.version, "extensions": [
+        "binary_tensor_data", "model_configuration", "model_repository", "statistics"]}
 
 
-def test_server_not_ready_when_the_default_model_is_missing(v2_model_dir):
-    with TestClient(_app(v2_model_dir, default_model="missing")) as other:
-        assert other.get("/v2/health/live").status_code == 200
-        assert "missing" in _error(other.get("/v2/health/ready"), 503)
+def test_server_is_ready_without_its_default_model_and_says_so(v2_model_dir, tmp_path):
+    """Readiness means the server takes requests: a fresh deployment's empty store is
+    ready, so that a probe never cuts off the API that would train the first model."""
+    for model_dir, default in ((v2_model_dir, "missing"), (tmp_path / "empty", "digits")):
+        with TestClient(_app(model_dir, default_model=default)) as other:
+            assert other.get("/v2/health/live").status_code == 200
+            ready = other.get("/v2/health/ready")
+            assert ready.status_code == 200 and ready.json()["ready"] is True
+            state = ready.json()["default_model"]
+            assert (state["name"], state["ready"], state["version"]) == (default, False, None)
+            assert default in state["reason"]
+            readyz = other.get("/readyz")
+            assert readyz.status_code == 200 and "not loadable yet" in readyz.json()["detail"]
+            _error(other.get(f"/v2/models/{default}/ready"), 404)
 
 
 @pytest.mark.parametrize("name, inputs, outputs", [
@@ -135,7 +148,9 @@ def test_versions_by_number_and_alias(v2_client, version, served):
 
 def test_model_ready(v2_client):
     assert v2_client.get("/v2/models/digits/ready").status_code == 200
-    assert v2_client.get("/v2/models/plain/ready").content == b""
+    assert v2_client.get("/v2/models/plain/ready").json() == {"name": "plain", "ready": True}
+    assert v2_client.get("/v2/models/digits/versions/latest/ready").json() == {
+        "name": "digits", "version": "2", "ready": True}
     _error(v2_client.get("/v2/models/nope/ready"), 404)
     _error(v2_client.get("/v2/models/digits/versions/9/ready"), 404)
     _error(v2_client.get("/v2/models/digits/versions/nope/ready"), 404)
