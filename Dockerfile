@@ -15,6 +15,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY aae ./aae
+COPY aae_jobs ./aae_jobs
 COPY cli ./cli
 COPY service ./service
 COPY worker ./worker

@@ -2,8 +2,9 @@
 
 Nothing here is counted in the API's processes: the queue, RQ's registries, the running
 jobs' progress (their meta) and the workers' counters (``worker/metrics.py`` writes
-them) all live in Redis, so every API process reports the same values, and a scrape
-sees the state of the moment. Redis being down gives ``aae_job_queue_up 0`` and no job
+them; the keys and the progress record are ``aae_jobs.contract``'s) all live in Redis,
+so every API process reports the same values, and a scrape sees the state of the
+moment. Redis being down gives ``aae_job_queue_up 0`` and no job
 metrics, never a failed scrape.
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
-
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Metric,
                                     SummaryMetricFamily)
 from redis.exceptions import RedisError
@@ -20,12 +19,11 @@ from rq import Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.jobs import TRAIN_TASK, JobQueue
+from aae_jobs.contract import (JOBS_METRICS_KEY, STEPS_METRICS_KEY, TRAIN_TASK, JobMeta,
+                               JobStatus)
+from service.jobs import JobQueue
 
 logger = logging.getLogger(__name__)
-
-JOBS_KEY = "aae:metrics:jobs"  # written by the workers (worker/metrics.py)
-STEPS_KEY = "aae:metrics:steps"
 
 
 class JobMetrics:
@@ -59,10 +57,12 @@ class JobMetrics:
                              queue.failed_job_registry, queue.canceled_job_registry,
                              queue.deferred_job_registry, queue.scheduled_job_registry):
                 pipe.zcard(registry.key)
-            pipe.hgetall(JOBS_KEY)
-            pipe.hgetall(STEPS_KEY)
-            queued, started, finished, failed, canceled, deferred, scheduled, outcomes, steps \
-                = pipe.execute()
+            pipe.hgetall(JOBS_METRICS_KEY)
+            pipe.hgetall(STEPS_METRICS_KEY)
+            pipe.zrange(queue.failed_job_registry.key, 0, -1)
+            (queued, started, finished, failed, canceled, deferred, scheduled, outcomes, steps,
+             failed_ids) = pipe.execute()
+        stopped = self._stopped(failed_ids)
 
         depth = GaugeMetricFamily("aae_jobs_queued", "Jobs waiting for a worker")
         depth.add_metric([], queued)
@@ -71,7 +71,8 @@ class JobMetrics:
                                       "until they expire)", labels=["status"])
         for status, count in (("queued", queued), ("deferred", deferred + scheduled),
                               ("started", started), ("finished", finished),
-                              ("failed", failed), ("canceled", canceled)):
+                              ("failed", failed - stopped), ("stopped", stopped),
+                              ("canceled", canceled)):
             by_status.add_metric([status], count)
         yield by_status
 
@@ -88,7 +89,9 @@ class JobMetrics:
         yield ended
 
         step_time = SummaryMetricFamily("aae_training_step_seconds", "Wall-clock time of "
-                                        "training steps on the workers, by device",
+                                        "training steps on the workers, by device (not "
+                                        "validation; an epoch's steps after its last "
+                                        "progress report are not timed)",
                                         labels=["device"])
         fields = {key.decode(): value for key, value in steps.items()}
         for device in sorted({key.split("|", 1)[0] for key in fields}):
@@ -97,6 +100,15 @@ class JobMetrics:
         yield step_time
 
         yield from self._running(queue.started_job_registry.get_job_ids(cleanup=False))
+
+    def _stopped(self, failed_ids: list[bytes]) -> int:
+        """How many of the failed registry's jobs RQ recorded as stopped (it keeps both
+        there)."""
+        with self.jobs.connection.pipeline(transaction=False) as pipe:
+            for job_id in failed_ids:
+                pipe.hget(Job.key_for(job_id.decode()), "status")
+            statuses = pipe.execute()
+        return sum(1 for status in statuses if status == JobStatus.STOPPED.value.encode())
 
     def _running(self, job_ids: list[str]) -> Iterator[Metric]:
         """Per running job: where it is, its latest losses and validation error."""
@@ -121,14 +133,15 @@ class JobMetrics:
         for job in jobs:
             if job is None or job.func_name != TRAIN_TASK:
                 continue
-            progress: dict[str, Any] | None = job.meta.get("progress")
-            if not progress:
+            progress = JobMeta.model_validate(job.meta).progress
+            if progress is None:
                 continue
             values = [job.id, job.kwargs.get("name", "")]
-            for key, family in families.items():
-                if progress.get(key) is not None:
-                    family.add_metric(values, progress[key])
-            for phase, value in progress.get("losses", {}).items():
+            for field, family in families.items():
+                value = getattr(progress, field)
+                if value is not None:
+                    family.add_metric(values, value)
+            for phase, value in progress.losses.items():
                 loss.add_metric([*values, phase], value)
         yield from families.values()
         yield loss

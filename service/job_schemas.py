@@ -1,4 +1,5 @@
-"""Bodies of the job routes: ``TrainJobCreate`` in, ``TrainJobPublic`` out.
+"""Bodies of the job routes: ``TrainJobCreate`` in, ``TrainJobPublic`` out (its status,
+progress and result are the contract's: ``aae_jobs.contract``).
 
 ``TrainJobCreate`` has one field per ``AAEConfig`` field (the hyperparameters the
 command line accepts, with the same defaults), plus the model name and the dataset.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model,
@@ -22,20 +22,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from aae.config import AAEConfig
 from aae.presets import DEFAULT_PRESET, PRESETS, build_config
 from aae.store import validate_name
+from aae_jobs.contract import JobProgress, JobResult, JobStatus
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(AAEConfig))
-
-
-class JobStatus(str, Enum):
-    QUEUED = "queued"  # waiting for a worker (again, after a crash)
-    STARTED = "started"  # a worker is running it
-    FINISHED = "finished"  # trained and published: see ``result``
-    FAILED = "failed"  # see ``error``
-    CANCELED = "canceled"  # cancelled before it started
-    STOPPED = "stopped"  # cancelled while running: stopped between two steps, nothing published
-
-
-ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED})
 
 
 class _TrainJobBase(BaseModel):
@@ -97,24 +86,6 @@ TrainJobCreate = create_model("TrainJobCreate", __base__=_TrainJobBase,
                               **_config_fields())
 
 
-class JobProgressPublic(BaseModel):
-    epoch: int = Field(description="the epoch being trained (1-based), or just ended")
-    epochs: int
-    step: int = Field(description="steps done")
-    total_steps: int
-    losses: dict[str, float] = Field(description="latest loss of each training phase")
-    validation_error: float | None = Field(None, description="at the last epoch's end, "
-                                           "for models that classify")
-    validation_loss: float | None = None
-    elapsed_s: float
-    eta_s: float | None
-
-
-class JobResultPublic(BaseModel):
-    model: str
-    version: int = Field(description="the version this job published")
-
-
 class TrainJobPublic(BaseModel):
     id: str
     status: JobStatus
@@ -124,14 +95,19 @@ class TrainJobPublic(BaseModel):
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    stage: str | None = Field(None, description="loading data, training, publishing, ...")
-    progress: JobProgressPublic | None = None
+    dataset_checked: bool = Field(False, description="whether the dataset was checked "
+                                  "against the datasets the workers announced when the "
+                                  "job was queued (false: no worker had announced any)")
+    stage: str | None = Field(None, description="starting, loading data, training, "
+                              "publishing, finished or stopped")
+    progress: JobProgress | None = None
     attempts: int = Field(0, description="times a worker started it (more than one after "
                           "a crash)")
     resumed_from_epoch: int | None = Field(None, description="the saved epoch the last "
                                            "attempt resumed from, if it resumed")
     checkpoint_epoch: int | None = Field(None, description="epoch of the newest resumable "
                                          "state")
-    cancel_requested: bool = False
-    result: JobResultPublic | None = None
+    cancel_requested: bool = Field(False, description="whether the job was asked to "
+                                   "stop (true for every canceled or stopped job)")
+    result: JobResult | None = None
     error: str | None = None

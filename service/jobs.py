@@ -1,9 +1,14 @@
 """Training jobs in Redis, as the service sees them: submit, look up, list, cancel.
 
-The service never imports worker code. It enqueues jobs on the RQ queue by their
-dotted name, ``worker.tasks.train``, with JSON arguments, and reads what the running
-job writes into its meta (stage, progress, result). Cancelling a running job sets a
-flag that the job reads between two training steps.
+The service never imports worker code: what it shares with the workers (the task's
+dotted name, the outcome callbacks, the Redis keys, the statuses, the job's meta) is
+``aae_jobs.contract``. Cancelling a running job sets the stop key, which the job reads
+between two training steps; RQ then records it as ``stopped`` (the contract's docstring
+says why it is done so). A job's status is RQ's.
+
+A job for a dataset that no live worker of the queue has announced is refused (422).
+While no worker has announced any, jobs are accepted unchecked, and say so
+(``dataset_checked``): the API cannot tell an unknown dataset from an absent worker.
 
 Redis being down surfaces as ``redis.exceptions.ConnectionError`` (503, in
 ``service.errors``); nothing here caches Redis' answers.
@@ -19,27 +24,27 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
+from aae_jobs.contract import (ENDED, ON_FAILURE, ON_STOPPED, ON_SUCCESS, STOP_TTL_S,
+                               TRAIN_TASK, JobMeta, JobStatus, datasets_key, stop_key)
 from service.errors import JobEnded, JobNotFound
-from service.job_schemas import ENDED, JobStatus, TrainJobCreate, TrainJobPublic
+from service.job_schemas import TrainJobCreate, TrainJobPublic
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-TRAIN_TASK = "worker.tasks.train"
-STOP_KEY = "aae:job:{id}:stop"  # read by the running job (worker/control.py)
-STOP_TTL_S = 30 * 24 * 3600
-
+# RQ's statuses as the API shows them: RQ's waiting states all read as queued
 _STATUS = {
     RQStatus.QUEUED: JobStatus.QUEUED, RQStatus.DEFERRED: JobStatus.QUEUED,
     RQStatus.SCHEDULED: JobStatus.QUEUED, RQStatus.CREATED: JobStatus.QUEUED,
@@ -50,10 +55,7 @@ _STATUS = {
 
 
 def _status(job: Job) -> JobStatus:
-    status = _STATUS.get(job.get_status(refresh=False), JobStatus.QUEUED)
-    if status is JobStatus.FAILED and job.meta.get("stopped"):
-        return JobStatus.STOPPED  # the job raised TrainingStopped on request
-    return status
+    return _STATUS.get(job.get_status(refresh=False), JobStatus.QUEUED)
 
 
 def _error(job: Job) -> str:
@@ -87,7 +89,20 @@ class JobQueue:
 
     # -- submitting ----------------------------------------------------------------------
 
+    def datasets(self) -> set[str]:
+        """The datasets the queue's live workers have announced (none: no worker has)."""
+        key = datasets_key(self.queue.name)
+        return {name.decode() for name in
+                self.connection.zrangebyscore(key, time.time(), "+inf")}
+
     def submit(self, params: TrainJobCreate) -> TrainJobPublic:
+        """Queue the job; refuse (422) a dataset that no live worker has."""
+        announced = self.datasets()
+        if announced and params.dataset not in announced:
+            raise RequestValidationError([{
+                "type": "unknown_dataset", "loc": ("body", "dataset"),
+                "msg": f"no worker has dataset {params.dataset!r} (they have: "
+                       f"{', '.join(sorted(announced))})", "input": params.dataset}])
         name = params.model_name()
         job = self.queue.enqueue(
             TRAIN_TASK,
@@ -96,8 +111,14 @@ class JobQueue:
             job_timeout=self.timeout_s, result_ttl=self.result_ttl_s,
             failure_ttl=self.result_ttl_s,
             retry=Retry(max=self.retries) if self.retries else None,
+            on_success=Callback(ON_SUCCESS), on_failure=Callback(ON_FAILURE),
+            on_stopped=Callback(ON_STOPPED),
+            meta={"dataset_checked": bool(announced)},
             description=f"train {name} on {params.dataset}")
         logger.info("queued job %s: train %s", job.id, name)
+        if not announced:
+            logger.warning("job %s: dataset %r not checked, no worker has announced its "
+                           "datasets yet", job.id, params.dataset)
         return self._public(job, cancel_requested=False)
 
     # -- reading -------------------------------------------------------------------------
@@ -114,22 +135,23 @@ class JobQueue:
     def _cancel_requested(self, job_ids: list[str]) -> list[bool]:
         with self.connection.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.exists(STOP_KEY.format(id=job_id))
+                pipe.exists(stop_key(job_id))
             return [bool(n) for n in pipe.execute()]
 
     def _public(self, job: Job, cancel_requested: bool) -> TrainJobPublic:
         kwargs: dict[str, Any] = job.kwargs
-        meta = job.meta
+        meta = JobMeta.model_validate(job.meta)
         status = _status(job)
         return TrainJobPublic(
             id=job.id, status=status, model=kwargs["name"], dataset=kwargs["dataset"],
             config=kwargs["config"], created_at=job.created_at,
             started_at=job.started_at, ended_at=job.ended_at if status in ENDED else None,
-            stage=meta.get("stage"), progress=meta.get("progress"),
-            attempts=meta.get("attempts", 0), resumed_from_epoch=meta.get("resumed_from_epoch"),
-            checkpoint_epoch=meta.get("checkpoint_epoch"),
-            cancel_requested=cancel_requested and status not in ENDED,
-            result=meta.get("result") if status is JobStatus.FINISHED else None,
+            dataset_checked=meta.dataset_checked, stage=meta.stage, progress=meta.progress,
+            attempts=meta.attempts, resumed_from_epoch=meta.resumed_from_epoch,
+            checkpoint_epoch=meta.checkpoint_epoch,
+            cancel_requested=cancel_requested or status in (JobStatus.CANCELED,
+                                                            JobStatus.STOPPED),
+            result=meta.result if status is JobStatus.FINISHED else None,
             error=_error(job) if status is JobStatus.FAILED else None)
 
     def get(self, job_id: str) -> TrainJobPublic:
@@ -144,7 +166,7 @@ class JobQueue:
             JobStatus.STARTED: [q.started_job_registry],
             JobStatus.FINISHED: [q.finished_job_registry],
             JobStatus.FAILED: [q.failed_job_registry],
-            JobStatus.STOPPED: [q.failed_job_registry],
+            JobStatus.STOPPED: [q.failed_job_registry],  # where RQ keeps stopped jobs
             JobStatus.CANCELED: [q.canceled_job_registry],
         }
         wanted = [status] if status is not None else list(JobStatus)
@@ -164,12 +186,10 @@ class JobQueue:
         flags = self._cancel_requested([job.id for job in jobs])
         return [self._public(job, flag) for job, flag in zip(jobs, flags, strict=True)]
 
-    async def follow(self, job_id: str, poll_s: float, keepalive_s: float = 15.0
-                     ) -> AsyncIterator[TrainJobPublic | None]:
-        """The job now and each time it changes, until it has ended; None every
-        ``keepalive_s`` without a change. Ends early if Redis goes away (a client that
-        reconnects then gets the 503)."""
-        last, said_at = None, time.monotonic()
+    async def follow(self, job_id: str, poll_s: float) -> AsyncIterator[TrainJobPublic]:
+        """The job now and each time it changes, until it has ended. Ends early if Redis
+        goes away (a client that reconnects then gets the 503)."""
+        last = None
         while True:
             try:
                 job = await run_in_threadpool(self.get, job_id)
@@ -177,11 +197,8 @@ class JobQueue:
                 logger.warning("stopped following job %s: %s", job_id, exc)
                 return
             if job != last:
-                last, said_at = job, time.monotonic()
+                last = job
                 yield job
-            elif time.monotonic() - said_at >= keepalive_s:
-                said_at = time.monotonic()
-                yield None
             if job.status in ENDED:
                 return
             await asyncio.sleep(poll_s)
@@ -196,7 +213,7 @@ class JobQueue:
         status = _status(job)
         if status in ENDED:
             raise JobEnded(f"job {job_id} has already ended: {status.value}")
-        self.connection.set(STOP_KEY.format(id=job.id), 1, ex=STOP_TTL_S)
+        self.connection.set(stop_key(job.id), 1, ex=STOP_TTL_S)
         if status is JobStatus.QUEUED:
             try:
                 job.cancel()

@@ -1,42 +1,84 @@
 """The service and the workers share only Redis and the checkpoint store, and neither
-imports the other: the names they meet under are written on both sides. They must
-agree."""
+imports the other: what they meet under is ``aae_jobs.contract``, the one home both
+import. And the import boundaries that keep it so."""
 
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
+import pytest
 from rq.utils import import_attribute
 
-from service import job_metrics, jobs
-from worker import control, metrics, tasks
+from aae.training import Progress
+from aae_jobs import contract
+from worker import outcomes, tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_queued_task_is_the_workers_train_function():
-    assert import_attribute(jobs.TRAIN_TASK) is tasks.train
+def imported(package: str) -> set[str]:
+    """The top-level modules a package's files import (absolute imports)."""
+    names = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
 
 
-def test_redis_keys_agree():
-    assert jobs.STOP_KEY == control.STOP_KEY
-    assert job_metrics.JOBS_KEY == metrics.JOBS_KEY
-    assert job_metrics.STEPS_KEY == metrics.STEPS_KEY
+def test_the_task_and_the_callbacks_are_the_workers_functions():
+    assert import_attribute(contract.TRAIN_TASK) is tasks.train
+    callbacks = {contract.ON_SUCCESS: (outcomes.on_success, 3),
+                 contract.ON_FAILURE: (outcomes.on_failure, 5),
+                 contract.ON_STOPPED: (outcomes.on_stopped, 2)}
+    for name, (function, arity) in callbacks.items():
+        assert import_attribute(name) is function
+        assert len(inspect.signature(function).parameters) == arity  # as RQ calls it
+
+
+def test_per_job_keys_are_distinct_and_name_the_job():
+    keys = [contract.stop_key("j1"), contract.lease_key("j1"), contract.publish_lock("j1")]
+    assert len(set(keys)) == 3 and all("j1" in key for key in keys)
+    assert contract.stop_key("j1") != contract.stop_key("j2")
+    assert contract.datasets_key("a") != contract.datasets_key("b")
+
+
+def test_ended_statuses_are_the_final_ones():
+    assert contract.ENDED == set(contract.JobStatus) - {contract.JobStatus.QUEUED,
+                                                        contract.JobStatus.STARTED}
+    assert {o.value for o in contract.Outcome} < {s.value for s in contract.JobStatus}
+
+
+def test_the_progress_record_is_read_off_the_trainers_progress():
+    progress = Progress(event="step", epoch=2, epochs=3, step=120, total_steps=255,
+                        losses={"reconstruction": 0.2}, elapsed_s=1.5, eta_s=1.7,
+                        validation_error=0.3, validation_loss=0.1)
+    record = contract.JobProgress.model_validate(progress).model_dump()
+    assert record == {k: v for k, v in vars(progress).items() if k != "event"}
+    meta = contract.JobMeta.model_validate({"progress": record, "stage": "training",
+                                            "something_newer": 1})  # extra keys: ignored
+    assert meta.progress == contract.JobProgress(**record) and meta.attempts == 0
+
+
+@pytest.mark.parametrize("package", ["service", "worker"])
+def test_both_sides_take_the_contract_from_its_one_home(package):
+    """No Redis key or task name is spelled out again outside the contract."""
+    assert "aae_jobs" in imported(package)
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not node.value.startswith(("aae:", "worker.")), (
+                    f"{path.relative_to(ROOT)} spells out {node.value!r}")
 
 
 def test_neither_side_imports_the_other_and_the_library_imports_neither():
-    def imported(package: str) -> set[str]:
-        names = set()
-        for path in (ROOT / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Import):
-                    names.update(alias.name.split(".")[0] for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names.add(node.module.split(".")[0])
-        return names
-
     assert "worker" not in imported("service")
     assert "service" not in imported("worker")
-    assert not imported("aae") & {"service", "worker", "cli", "fastapi", "rq", "redis",
-                                  "pydantic_settings", "prometheus_client"}
+    assert not imported("aae") & {"service", "worker", "cli", "aae_jobs", "fastapi", "rq",
+                                  "redis", "pydantic_settings", "prometheus_client"}
+    assert not imported("aae_jobs") & {"aae", "service", "worker", "cli", "fastapi", "rq",
+                                       "redis", "starlette", "torch"}

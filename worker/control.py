@@ -1,12 +1,14 @@
-"""What a running job shares through Redis besides RQ's own records.
+"""What a running job shares through Redis besides RQ's own records (the names and the
+record are those of ``aae_jobs.contract``).
 
-- ``job.meta``: its stage and progress (epoch and step of total, latest losses, validation
-  error, ETA), written by the running job only; the service reads it.
-- ``aae:job:<id>:stop``: set by the service to cancel a running job; the job looks at it
-  between steps and stops at the next step boundary.
-- ``aae:job:<id>:lease``: renewed by the running job every third of its time to live. A
-  started job whose lease has lapsed is dead (its worker was killed or lost) and is
-  handed back to the queue by ``worker.recovery``.
+- ``job.meta`` (``JobMeta``): its stage and progress, written by the running job; the
+  service reads it.
+- the stop key: set by the service to cancel a job; the job looks at it between steps
+  and, once set, stops at the next step boundary (see the contract's docstring for
+  how RQ then records it).
+- the lease: renewed by the running job every third of its time to live. A started
+  job whose lease has lapsed is dead (its worker was killed or lost) and is handed
+  back to the queue by ``worker.recovery``.
 
 A running job survives short Redis outages: failing to report progress, renew its lease
 or read the stop flag is logged, not raised.
@@ -25,22 +27,20 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from aae.training import Progress
+from aae_jobs.contract import JobMeta, JobProgress, lease_key, stop_key
 
 logger = logging.getLogger(__name__)
 
-STOP_KEY = "aae:job:{id}:stop"  # the service writes it (service/jobs.py)
-LEASE_KEY = "aae:job:{id}:lease"
-
 
 def lease_alive(connection: Redis, job_id: str) -> bool:
-    return bool(connection.exists(LEASE_KEY.format(id=job_id)))
+    return bool(connection.exists(lease_key(job_id)))
 
 
 class Lease:
     """Keeps ``aae:job:<id>:lease`` alive from a background thread while the job runs."""
 
     def __init__(self, connection: Redis, job_id: str, ttl_s: float) -> None:
-        self.connection, self.key = connection, LEASE_KEY.format(id=job_id)
+        self.connection, self.key = connection, lease_key(job_id)
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
@@ -73,7 +73,7 @@ class StopFlag:
     asked at most every ``interval_s`` seconds, so fast GPU steps do not wait on it."""
 
     def __init__(self, connection: Redis, job_id: str, interval_s: float = 0.25) -> None:
-        self.connection, self.key = connection, STOP_KEY.format(id=job_id)
+        self.connection, self.key = connection, stop_key(job_id)
         self.interval_s = interval_s
         self._checked_at = float("-inf")
         self._requested = False
@@ -90,12 +90,16 @@ class StopFlag:
 
 
 class JobReport:
-    """The job's meta: stage, progress, attempts and result, saved on every change."""
+    """The job's meta (``JobMeta``): stage, progress, attempts and result, saved on every
+    change."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
 
     def update(self, **fields: Any) -> None:
+        unknown = set(fields) - set(JobMeta.model_fields)
+        if unknown:
+            raise ValueError(f"not fields of JobMeta: {sorted(unknown)}")
         self.job.meta.update(fields)
         try:
             self.job.save_meta()
@@ -104,4 +108,4 @@ class JobReport:
 
     def progress(self, progress: Progress) -> None:
         """``Trainer.on_progress``."""
-        self.update(progress=progress.to_dict())
+        self.update(progress=JobProgress.model_validate(progress).model_dump())

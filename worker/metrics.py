@@ -1,12 +1,12 @@
 """Worker metrics, kept in Redis: the API exposes them to Prometheus when it is scraped
-(``service/job_metrics.py``, which reads the same keys).
+(``service/job_metrics.py``; the keys are ``aae_jobs.contract``'s).
 
 Jobs run in forked processes that come and go, so nothing is held in a process: every
 count is added to a Redis hash at once, and survives the worker.
 
-- ``aae:metrics:jobs``: ``<outcome>|<device>`` -> jobs that ended so (``finished``,
-  ``failed``, ``stopped``).
-- ``aae:metrics:steps``: ``<device>|count`` and ``<device>|seconds``: training steps
+- ``JOBS_METRICS_KEY``: ``<outcome>|<device>`` -> jobs that ended so (``finished``,
+  ``failed``, ``stopped``), recorded by the outcome callbacks (``worker.outcomes``).
+- ``STEPS_METRICS_KEY``: ``<device>|count`` and ``<device>|seconds``: training steps
   done and the wall-clock time they took (data, forward, backward, optimizer).
 
 Failing to record is logged, never raised: metrics must not fail a training job.
@@ -21,29 +21,35 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from aae.training import Progress
+from aae_jobs.contract import JOBS_METRICS_KEY, STEPS_METRICS_KEY, Outcome
 
 logger = logging.getLogger(__name__)
 
-JOBS_KEY = "aae:metrics:jobs"
-STEPS_KEY = "aae:metrics:steps"
 
-
-def record_outcome(connection: Redis, outcome: str, device: str) -> None:
+def record_outcome(connection: Redis, outcome: Outcome, device: str) -> None:
     try:
-        connection.hincrby(JOBS_KEY, f"{outcome}|{device}", 1)
+        connection.hincrby(JOBS_METRICS_KEY, f"{outcome.value}|{device}", 1)
     except RedisError as exc:
         logger.warning("cannot record the job's outcome: %s", exc)
 
 
 class StepTimer:
     """``Trainer.on_progress``: adds the steps between two step reports, and the time
-    they took, to ``aae:metrics:steps``. The first report of a run (or of a resumed run)
-    and each epoch's end (after validation, which is not a step) only restart the
-    clock."""
+    they took, to ``STEPS_METRICS_KEY``. ``start`` sets the clock just before the
+    trainer's first step, so a run's first steps are counted too.
+
+    An epoch's report comes after its validation, which is not a step: it only restarts
+    the clock. So the steps of an epoch after its last step report (fewer than
+    ``progress_every``; none when it divides the steps per epoch) are not counted: the
+    count is of the steps timed, not of every step."""
 
     def __init__(self, connection: Redis, device: str) -> None:
         self.connection, self.device = connection, device
         self._last: tuple[int, float] | None = None
+
+    def start(self, step: int) -> None:
+        """Training (re)starts after ``step`` steps."""
+        self._last = (step, time.monotonic())
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
@@ -52,8 +58,8 @@ class StepTimer:
             return
         try:
             with self.connection.pipeline(transaction=False) as pipe:
-                pipe.hincrby(STEPS_KEY, f"{self.device}|count", progress.step - last[0])
-                pipe.hincrbyfloat(STEPS_KEY, f"{self.device}|seconds", now - last[1])
+                pipe.hincrby(STEPS_METRICS_KEY, f"{self.device}|count", progress.step - last[0])
+                pipe.hincrbyfloat(STEPS_METRICS_KEY, f"{self.device}|seconds", now - last[1])
                 pipe.execute()
         except RedisError as exc:
             logger.warning("cannot record the step time: %s", exc)

@@ -1,32 +1,31 @@
-"""Settings of a training worker, from ``AAE_*`` environment variables."""
+"""Settings of a training worker, from ``AAE_*`` environment variables (the shared ones
+in ``aae_jobs.settings``)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
 from aae.data import default_data_dir
+from aae_jobs.settings import AAESettings
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AAE_", populate_by_name=True)
+class WorkerSettings(AAESettings):
+    renamed: ClassVar[dict[str, str]] = {"AAE_DEVICE": "device",
+                                         "AAE_TORCH_THREADS": "torch_threads"}
 
-    # the queue: REDIS_URL is honoured too, so one variable can point everything at Redis
-    redis_url: str = Field("redis://localhost:6379/0",
-                           validation_alias=AliasChoices("AAE_REDIS_URL", "REDIS_URL"))
-    queue: str = "training"
-
-    model_dir: Path = Path("models")  # the checkpoint store (the shared volume)
     # MNIST-format IDX files of dataset "mnist"; the canonical ones are downloaded here
     data_dir: Path = Field(default_factory=default_data_dir)
     # other datasets: <datasets_dir>/<name> holds the four IDX files of dataset <name>
     datasets_dir: Path | None = None
 
-    device: str | None = None  # cpu, cuda, cuda:1 ...; default: cuda when present
-    torch_threads: int | None = Field(None, ge=1)  # CPU threads of a job (default: torch's)
+    # cpu, cuda, cuda:1 ...; default: cuda when present
+    device: str | None = Field(None, validation_alias="AAE_WORKER_DEVICE")
+    # CPU threads of a job (default: torch's)
+    torch_threads: int | None = Field(None, ge=1, validation_alias="AAE_WORKER_TORCH_THREADS")
     progress_every: int = Field(50, ge=1)  # steps between progress reports
     checkpoint_every: int = Field(2, ge=1)  # epochs between resumable states
 

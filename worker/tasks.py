@@ -1,5 +1,6 @@
 """The jobs a worker runs. The service enqueues ``train`` by its dotted name,
-``"worker.tasks.train"``, with JSON arguments.
+``"worker.tasks.train"``, with JSON arguments and the outcome callbacks of
+``worker.outcomes`` (``aae_jobs.contract`` names them all).
 
 One job publishes exactly one version, however many times it is started:
 
@@ -11,38 +12,42 @@ One job publishes exactly one version, however many times it is started:
   happens under a Redis lock, so even two live copies of one job cannot both publish.
 
 Exceptions propagate so that RQ records them on the job. They are not retried (a bad
-dataset fails again); only crashes are (see ``worker.recovery``).
+dataset fails again); only crashes are (see ``worker.recovery``). A job asked to stop
+stops between two steps and has RQ end it as ``stopped`` (see ``aae_jobs.contract``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from redis.exceptions import RedisError
 from rq import get_current_job
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig
-from aae.data import load_splits
+from aae.data import MNIST_FILES, load_splits
 from aae.device import default_device
 from aae.errors import AAEError, DatasetNotFound, TrainingStopped
 from aae.resume import load_state, save_state
 from aae.store import CheckpointStore, validate_name
 from aae.training import Progress, Trainer
+from aae_jobs.contract import STOP_GRACE_S, TRAIN_TASK, JobResult, Stage, publish_lock
 from worker.control import JobReport, Lease, StopFlag
-from worker.metrics import StepTimer, record_outcome
+from worker.metrics import StepTimer
 from worker.settings import WorkerSettings, get_settings
 
 logger = logging.getLogger(__name__)
 
 SCRATCH_DIR = ".jobs"  # under the store's root; the store ignores names starting with "."
-PUBLISH_LOCK = "aae:job:{id}:publish"
 
 
 def scratch_dir(model_dir: Path, job_id: str) -> Path:
@@ -54,40 +59,36 @@ def train(name: str, config: dict[str, Any], dataset: str = "mnist") -> dict[str
     ``name``. Returns ``{"model": name, "version": n}``."""
     job = get_current_job()
     if job is None:
-        raise RuntimeError("worker.tasks.train runs as an RQ job")
+        raise RuntimeError(f"{TRAIN_TASK} runs as an RQ job")
     settings = get_settings()
-    scratch = scratch_dir(settings.model_dir, job.id)
     device = torch.device(settings.device) if settings.device else default_device()
-    try:
-        result = _train(job, settings, device, scratch, name, AAEConfig.from_dict(config),
-                        dataset)
-    except BaseException as exc:
-        job.retries_left = 0  # an error would happen again: only crashes are retried
-        shutil.rmtree(scratch, ignore_errors=True)
-        record_outcome(job.connection, "stopped" if isinstance(exc, TrainingStopped)
-                       else "failed", device.type)
-        raise
-    record_outcome(job.connection, "finished", device.type)
-    return result
-
-
-def _train(job: Job, settings: WorkerSettings, device: torch.device, scratch: Path,
-           name: str, cfg: AAEConfig, dataset: str) -> dict[str, Any]:
     report = JobReport(job)
     report.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=job.worker_name,
-                  pid=os.getpid(), stage="starting")
+                  pid=os.getpid(), stage=Stage.STARTING.value, device=str(device))
+    try:
+        return _train(report, settings, device, name, AAEConfig.from_dict(config), dataset)
+    except TrainingStopped:
+        report.update(stage=Stage.STOPPED.value)
+        _stop_through_rq(job)
+        raise  # no worker ended this process: the job fails with TrainingStopped
+
+
+def _train(report: JobReport, settings: WorkerSettings, device: torch.device, name: str,
+           cfg: AAEConfig, dataset: str) -> dict[str, Any]:
+    job = report.job
+    scratch = scratch_dir(settings.model_dir, job.id)
     if "result" in job.meta:  # an earlier attempt published, then died before finishing
-        return _finish(report, scratch, job.meta["result"]["version"], name)
+        return _finish(report, job.meta["result"]["version"], name)
     store = CheckpointStore(settings.model_dir)
     with Lease(job.connection, job.id, settings.lease_ttl_s):
         version = _published_version(store, name, job.id)
         if version is not None:
-            return _finish(report, scratch, version, name)
+            return _finish(report, version, name)
 
-        report.update(stage="loading data")
+        report.update(stage=Stage.LOADING_DATA.value)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        data_dir, download = _dataset_dir(settings, dataset)
+        data_dir, download = dataset_dir(settings, dataset)
         splits = load_splits(data_dir, n_labels=cfg.n_labels,
                              validation_size=cfg.validation_size, seed=cfg.seed,
                              download=download)
@@ -102,30 +103,40 @@ def _train(job: Job, settings: WorkerSettings, device: torch.device, scratch: Pa
                           on_epoch_end=_saver(scratch, settings.checkpoint_every, report),
                           progress_every=settings.progress_every)
         resumed = load_state(trainer, scratch)
-        report.update(stage="training", resumed_from_epoch=resumed,
+        report.update(stage=Stage.TRAINING.value, resumed_from_epoch=resumed,
                       device=str(trainer.device))
-        try:
-            result = trainer.fit()
-        except TrainingStopped:
-            report.update(stage="stopped", stopped=True)
-            raise
+        step_timer.start(trainer.step)
+        result = trainer.fit()
 
-        report.update(stage="publishing")
-        with job.connection.lock(PUBLISH_LOCK.format(id=job.id), timeout=600,
-                                 blocking_timeout=600):
+        report.update(stage=Stage.PUBLISHING.value)
+        with job.connection.lock(publish_lock(job.id), timeout=600, blocking_timeout=600):
             version = _published_version(store, name, job.id)
-            if version is None:
-                version = publish_model(store, name, result.model,
-                                        {**result.metrics, "job_id": job.id})
-        return _finish(report, scratch, version, name)
+            if version is None:  # the dataset by its name, not the worker's path to it
+                metrics = {**result.metrics, "dataset": dataset, "job_id": job.id}
+                version = publish_model(store, name, result.model, metrics)
+        return _finish(report, version, name)
 
 
-def _finish(report: JobReport, scratch: Path, version: int, name: str) -> dict[str, Any]:
-    result = {"model": name, "version": version}
-    report.update(stage="finished", result=result)
-    shutil.rmtree(scratch, ignore_errors=True)
+def _finish(report: JobReport, version: int, name: str) -> dict[str, Any]:
+    result = JobResult(model=name, version=version).model_dump()
+    report.update(stage=Stage.FINISHED.value, result=result)
     logger.info("job %s: %s version %d", report.job.id, name, version)
     return result
+
+
+def _stop_through_rq(job: Job) -> None:
+    """Ask this job's worker, with RQ's stop command, to end this work horse, and wait:
+    RQ then records the job as stopped and runs its ``on_stopped`` callback. The
+    command is sent again every second (it is a pub/sub message: a worker that was
+    reconnecting misses it); returns if nothing happened within ``STOP_GRACE_S``."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            send_stop_job_command(job.connection, job.id, serializer=job.serializer)
+        except (RedisError, InvalidJobOperation) as exc:
+            logger.warning("job %s: cannot ask its worker to stop it: %s", job.id, exc)
+        time.sleep(1.0)
+    logger.error("job %s: its worker did not stop it within %.0f s", job.id, STOP_GRACE_S)
 
 
 def _saver(scratch: Path, every: int, report: JobReport) -> Callable[[Trainer], None]:
@@ -153,7 +164,7 @@ def _published_version(store: CheckpointStore, name: str, job_id: str) -> int | 
     return None
 
 
-def _dataset_dir(settings: WorkerSettings, dataset: str) -> tuple[Path, bool]:
+def dataset_dir(settings: WorkerSettings, dataset: str) -> tuple[Path, bool]:
     """The directory of ``dataset``'s IDX files, and whether missing files may be fetched."""
     if dataset == "mnist":
         return settings.data_dir, True
@@ -162,3 +173,17 @@ def _dataset_dir(settings: WorkerSettings, dataset: str) -> tuple[Path, bool]:
         raise DatasetNotFound(f"unknown dataset {dataset!r}: this worker has only 'mnist' "
                               "(set AAE_DATASETS_DIR to a directory of datasets)")
     return settings.datasets_dir / dataset, False
+
+
+def datasets(settings: WorkerSettings) -> list[str]:
+    """The datasets this worker can train on: ``mnist`` (downloaded when missing) and
+    each directory of ``datasets_dir`` that holds the four IDX files."""
+    names = ["mnist"]
+    if settings.datasets_dir is not None and settings.datasets_dir.is_dir():
+        for path in sorted(settings.datasets_dir.iterdir()):
+            if path.name != "mnist" and all((path / f).is_file() for f in MNIST_FILES):
+                try:
+                    names.append(validate_name(path.name, "dataset name"))
+                except (AAEError, ValueError):
+                    continue
+    return names

@@ -1,21 +1,26 @@
 """Training jobs: submit, follow, list, cancel. Thin: parse, call the job queue, shape.
 
 Jobs run on the workers; these routes only talk to Redis, so they answer 503 while it
-is down, and inference does not notice."""
+is down, and inference does not notice.
+
+``/jobs/{id}/events`` uses FastAPI's own server-sent events (``EventSourceResponse``,
+FastAPI 0.135): it frames the events, sets the no-cache and no-buffering headers, and
+sends a ``: ping`` comment after 15 s without an event."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from aae_jobs.contract import ENDED, JobStatus
 from service.auth import RequireApiKey
 from service.deps import SettingsDep
 from service.errors import problem_responses
-from service.job_schemas import ENDED, JobStatus, TrainJobCreate, TrainJobPublic
+from service.job_schemas import TrainJobCreate, TrainJobPublic
 from service.jobs import JobQueueDep
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(422, 503))
@@ -57,23 +62,18 @@ def cancel_job(job_id: JobId, jobs: JobQueueDep, response: Response) -> TrainJob
     return job
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse,
+async def existing_job(job_id: JobId, jobs: JobQueueDep) -> str:
+    """404 or 503 before a stream starts."""
+    await run_in_threadpool(jobs.get, job_id)
+    return job_id
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse,
             responses={**problem_responses(404),
-                       200: {"content": {"text/event-stream": {}}, "description":
-                             "server-sent events: 'job' (the job, each time it changes), "
-                             "then 'end' (the job as it ended)"}},
+                       200: {"description": "server-sent events: 'job' (the job, each time "
+                                            "it changes), then 'end' (the job as it ended)"}},
             summary="Follow a job's progress until it ends (server-sent events)")
-async def job_events(job_id: JobId, jobs: JobQueueDep,
-                     settings: SettingsDep) -> StreamingResponse:
-    await run_in_threadpool(jobs.get, job_id)  # 404 or 503 before the stream starts
-
-    async def events() -> AsyncIterator[str]:
-        async for job in jobs.follow(job_id, settings.job_events_poll_s):
-            if job is None:
-                yield ": keep-alive\n\n"
-            else:
-                kind = "end" if job.status in ENDED else "job"
-                yield f"event: {kind}\ndata: {job.model_dump_json()}\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+async def job_events(job_id: Annotated[str, Depends(existing_job)], jobs: JobQueueDep,
+                     settings: SettingsDep) -> AsyncIterable[ServerSentEvent]:
+    async for job in jobs.follow(job_id, settings.job_events_poll_s):
+        yield ServerSentEvent(event="end" if job.status in ENDED else "job", data=job)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode, Precision
@@ -24,6 +25,7 @@ from aae.data import load_splits
 from aae.model import AdversarialAutoencoder
 from aae.presets import PRESETS, build_config
 from aae.store import CheckpointStore
+from aae_jobs.contract import datasets_key
 from cli.embedded_redis import EmbeddedRedis
 from service.app import create_app
 from service.settings import ServiceSettings
@@ -44,9 +46,10 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory,
-          make_workers: Callable[..., Any]) -> Iterator[Stack]:
-    """Redis, a store holding an untrained model "base", and one worker."""
+def stack(tmp_path_factory: pytest.TempPathFactory, make_workers: Callable[..., Any],
+          wait_for: Callable[..., Any]) -> Iterator[Stack]:
+    """Redis, a store holding an untrained model "base", and one worker, which has
+    announced its datasets (only "mnist")."""
     model_dir = tmp_path_factory.mktemp("jobs") / "models"
     store = CheckpointStore(model_dir)
     torch.manual_seed(0)
@@ -55,6 +58,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
     workers = make_workers()
     with EmbeddedRedis() as redis:
         workers.start(redis.url, model_dir)
+        connection = Redis.from_url(redis.url)
+        wait_for(lambda: connection.zcard(datasets_key("training")), timeout=60,
+                 what="the worker's datasets")
         yield Stack(redis, model_dir, store)
         workers.stop_all()
 
@@ -109,6 +115,7 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     assert submitted.headers["location"] == f"/jobs/{job['id']}"
     assert job["status"] == "queued" and job["model"] == "sevens"
     assert job["config"]["mode"] == "supervised" and job["config"]["epochs"] == 3
+    assert job["dataset_checked"] is True  # against the worker's announcement
 
     stream = events(client, job["id"])
     kinds = [kind for kind, _ in stream]
@@ -146,6 +153,9 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     seconds = (after.value("aae_training_step_seconds_sum", **cpu)
                - before.value("aae_training_step_seconds_sum", **cpu))
     assert 0 < steps <= 3 * (1700 // 20) and 0 < seconds / steps < 1
+    # every step, the first ones of the run included, except the 5 of epoch 1 after its
+    # last step report (step 80 of 85, AAE_PROGRESS_EVERY=10): its report follows validation
+    assert steps == 3 * (1700 // 20) - 5
 
 
 @pytest.mark.parametrize("body, field", [
@@ -165,6 +175,21 @@ def test_invalid_parameters_are_refused_naming_the_field(client, problem, body, 
     body = problem(client.post("/jobs/train", json=body), 422)
     assert [e["loc"] for e in body["errors"]] == [["body", field]]
     assert field in body["detail"]
+
+
+def test_a_dataset_no_worker_has_is_refused_naming_the_field(client, problem):
+    body = problem(client.post("/jobs/train", json={"dataset": "fashion", **QUICK}), 422)
+    assert [e["loc"] for e in body["errors"]] == [["body", "dataset"]]
+    assert "fashion" in body["detail"] and "mnist" in body["detail"]
+    assert all(j["dataset"] != "fashion" for j in client.get("/jobs").json())
+
+
+def test_while_no_worker_has_announced_datasets_jobs_are_queued_unchecked(make_client):
+    client = make_client(queue="unannounced")  # no worker, so no datasets announced
+    job = client.post("/jobs/train", json={"dataset": "fashion", **QUICK})
+    assert job.status_code == 202, job.text
+    assert job.json()["dataset"] == "fashion" and job.json()["dataset_checked"] is False
+    assert client.post(f"/jobs/{job.json()['id']}/cancel").status_code == 200
 
 
 def test_presets_fill_in_the_fields_a_job_leaves_out(make_client):
@@ -226,6 +251,8 @@ def test_a_running_job_stops_at_a_step_and_publishes_nothing(client, stack, wait
 
     stopped = events(client, job["id"])[-1][1]
     assert stopped["status"] == "stopped" and stopped["result"] is None
+    assert stopped["cancel_requested"] is True and stopped["stage"] == "stopped"
+    assert stopped["error"] is None and stopped["ended_at"]
     assert stopped["progress"]["step"] < stopped["progress"]["total_steps"]
     assert "never" not in stack.store.models()
     assert not (stack.model_dir / ".jobs" / job["id"]).exists()
@@ -233,6 +260,8 @@ def test_a_running_job_stops_at_a_step_and_publishes_nothing(client, stack, wait
     assert [j["id"] for j in listed] == [job["id"]]
     ended = scrape(client)
     assert ended.value("aae_worker_jobs_total", outcome="stopped", device="cpu") == 1
+    assert ended.value("aae_jobs", status="stopped") == 1
+    assert ended.value("aae_jobs", status="failed") == 0  # RQ keeps both in one registry
     assert not ended.samples("aae_job_step")  # no job is running
 
 

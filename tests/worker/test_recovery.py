@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -21,7 +21,7 @@ from aae.checkpoints import load_model
 from aae.config import AAEConfig, Mode, Precision
 from aae.resume import latest_epoch
 from aae.store import CheckpointStore
-from worker.control import LEASE_KEY
+from aae_jobs.contract import JOBS_METRICS_KEY, lease_key
 from worker.recovery import expire_abandoned
 
 EPOCHS, STEPS_PER_EPOCH = 12, 1700 // 20
@@ -29,11 +29,13 @@ CONFIG = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, epochs=EPOCHS, batch
                    hidden=64, validation_size=300, precision=Precision.FP32)
 
 
-def submit(redis_url: str) -> Job:
-    queue = Queue("training", connection=Redis.from_url(redis_url), serializer=JSONSerializer)
-    return queue.enqueue("worker.tasks.train",
-                         kwargs={"name": "digits", "config": CONFIG.to_dict()},
-                         retry=Retry(max=3), job_timeout=600)
+@pytest.fixture
+def submit(enqueue_train):
+    def submit(redis_url: str) -> Job:
+        queue = Queue("training", connection=Redis.from_url(redis_url),
+                      serializer=JSONSerializer)
+        return enqueue_train(queue, "digits", CONFIG, retries=3)
+    return submit
 
 
 def saved_epoch(job: Job) -> int | None:
@@ -63,7 +65,7 @@ def check_one_complete_version(model_dir: Path, job: Job) -> None:
 
 @pytest.mark.parametrize("victim", ["worker and job", "job only"])
 def test_a_killed_job_resumes_from_its_saved_epoch(victim, redis_server, workers, tmp_path,
-                                                   wait_for):
+                                                   wait_for, submit):
     """"worker and job": the machine is lost; another worker notices the job's lease lapse
     and hands it back to RQ. "job only": the work horse is OOM-killed; its own worker sees
     it die and RQ retries it."""
@@ -94,9 +96,11 @@ def test_a_killed_job_resumes_from_its_saved_epoch(victim, redis_server, workers
     assert job.meta["resumed_from_epoch"] == resume_from  # not from scratch
     assert job.meta["pid"] != horse
     check_one_complete_version(model_dir, job)
+    outcomes = Redis.from_url(redis_server.url).hgetall(JOBS_METRICS_KEY)
+    assert outcomes == {b"finished|cpu": b"1"}  # the crash was no outcome: it was retried
 
 
-def test_only_started_jobs_without_a_lease_are_handed_back(redis_server):
+def test_only_started_jobs_without_a_lease_are_handed_back(redis_server, submit):
     """Three started jobs, as a worker left them in RQ's started registry: one renews its
     lease, one has none, one has none but started a moment ago (it takes its lease first
     thing). Only the second is expired, and RQ's own cleanup then requeues it."""
@@ -114,7 +118,7 @@ def test_only_started_jobs_without_a_lease_are_handed_back(redis_server):
         if name != "starting":
             connection.hset(execution.key, "created_at", time.time() - 120)
         jobs[name] = (job, execution.composite_key)
-    connection.set(LEASE_KEY.format(id=jobs["alive"][0].id), "host:1", ex=60)
+    connection.set(lease_key(jobs["alive"][0].id), "host:1", ex=60)
 
     assert expire_abandoned(queue, lease_ttl_s=30) == [jobs["dead"][0].id]
     scores = {name: connection.zscore(registry.key, key) for name, (_, key) in jobs.items()}

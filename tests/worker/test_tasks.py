@@ -6,6 +6,8 @@ published (as after a crash between publishing and finishing)."""
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -22,7 +24,10 @@ from aae.checkpoints import load_model, publish_model
 from aae.config import AAEConfig, Mode, Precision
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore
+from aae_jobs.contract import JOBS_METRICS_KEY, datasets_key
 from cli.embedded_redis import EmbeddedRedis
+from worker.settings import WorkerSettings
+from worker.tasks import datasets
 
 QUICK = {"epochs": 3, "hidden": 64, "validation_size": 300, "precision": Precision.FP32}
 STEPS = 3 * (1700 // 100)  # 2,000 digits less 300 for validation, batches of 100
@@ -33,24 +38,18 @@ def quick_config(mode: Mode) -> AAEConfig:
                      **QUICK)
 
 
-def enqueue(queue: Queue, name: str, cfg: AAEConfig, dataset: str = "mnist",
-            job_id: str | None = None) -> Job:
-    """As the service enqueues: by dotted name, JSON arguments, retried after crashes."""
-    return queue.enqueue("worker.tasks.train", kwargs={"name": name, "config": cfg.to_dict(),
-                                                       "dataset": dataset},
-                         job_id=job_id, retry=Retry(max=2), job_timeout=600)
-
-
 @dataclass
 class Run:
     jobs: dict[str, Job]
     store: CheckpointStore
     model_dir: Path
+    connection: Redis
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory,
-        make_workers: Callable[..., Any]) -> Iterator[Run]:
+def run(tmp_path_factory: pytest.TempPathFactory, make_workers: Callable[..., Any],
+        enqueue_train: Callable[..., Job]) -> Iterator[Run]:
+    enqueue = enqueue_train
     model_dir = tmp_path_factory.mktemp("tasks") / "models"
     store = CheckpointStore(model_dir)
     with EmbeddedRedis() as redis:
@@ -70,7 +69,7 @@ def run(tmp_path_factory: pytest.TempPathFactory,
         assert worker.wait(300) == 0
         for job in jobs.values():
             job.refresh()
-        yield Run(jobs, store, model_dir)
+        yield Run(jobs, store, model_dir, queue.connection)
 
 
 @pytest.mark.parametrize("mode", list(Mode))
@@ -82,6 +81,7 @@ def test_a_job_trains_reports_progress_and_publishes_one_version(run, mode):
     assert run.store.versions(name) == [1]
     info, model = load_model(run.store, name)
     assert info.metrics["job_id"] == job.id and info.metrics["steps"] == STEPS
+    assert info.metrics["dataset"] == "mnist"  # the dataset's name, not the worker's path
     assert model.cfg == quick_config(mode)
     meta = job.meta
     assert meta["attempts"] == 1 and meta["stage"] == "finished"
@@ -103,6 +103,29 @@ def test_a_failing_job_is_recorded_and_not_retried(run):
     assert "never" not in run.store.models()
 
 
+def test_outcomes_are_counted_by_the_callbacks(run):
+    counts = {k.decode(): int(v) for k, v in run.connection.hgetall(JOBS_METRICS_KEY).items()}
+    assert counts == {"finished|cpu": len(Mode) + 1, "failed|cpu": 1}  # +1: "guarded"
+
+
+def test_the_worker_announces_its_datasets_while_it_lives(run):
+    key = datasets_key("training")
+    live = run.connection.zrangebyscore(key, time.time(), "+inf")
+    assert live == [b"mnist"]
+    # it lapses with the worker's registration (RQ's heartbeat: 90 s at most)
+    assert run.connection.zscore(key, "mnist") < time.time() + 120
+
+
+def test_a_worker_has_mnist_and_each_complete_dataset_of_its_datasets_dir(
+        tmp_path, fixture_data_dir):
+    shutil.copytree(fixture_data_dir, tmp_path / "digits-b")
+    shutil.copytree(fixture_data_dir, tmp_path / "half")
+    (tmp_path / "half" / "t10k-labels-idx1-ubyte.gz").unlink()  # three of four: not one
+    (tmp_path / ".hidden").mkdir()
+    assert datasets(WorkerSettings(datasets_dir=tmp_path)) == ["mnist", "digits-b"]
+    assert datasets(WorkerSettings(datasets_dir=None)) == ["mnist"]
+
+
 def test_a_job_that_already_published_publishes_nothing_new(run):
     job = run.jobs["guarded"]
     assert job.get_status() == JobStatus.FINISHED
@@ -112,7 +135,8 @@ def test_a_job_that_already_published_publishes_nothing_new(run):
 
 
 def test_workers_share_the_queue_and_each_job_publishes_one_version(redis_server, workers,
-                                                                     tmp_path, wait_for):
+                                                                     tmp_path, wait_for,
+                                                                     enqueue_train):
     """Two workers on one queue and one store, four jobs for one model: both workers
     train, and the four jobs publish versions 1 to 4, one each."""
     from rq import Worker
@@ -123,7 +147,7 @@ def test_workers_share_the_queue_and_each_job_publishes_one_version(redis_server
     for _ in range(2):
         workers.start(redis_server.url, model_dir)
     wait_for(lambda: len(Worker.all(queue=queue)) == 2, timeout=60, what="two workers")
-    jobs = [enqueue(queue, "shared", quick_config(Mode.UNSUPERVISED)) for _ in range(4)]
+    jobs = [enqueue_train(queue, "shared", quick_config(Mode.UNSUPERVISED)) for _ in range(4)]
 
     def ended() -> bool:
         return all(job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED) for job in jobs)
