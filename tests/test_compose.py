@@ -49,19 +49,24 @@ def dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
 
-def env_names(settings: type[BaseSettings]) -> set[str]:
-    """The environment variables a settings class reads."""
+def env_fields(settings: type[BaseSettings]) -> dict[str, str]:
+    """The environment variables a settings class reads, and the field of each (the
+    deprecated names it still reads are left out: the files must not use them)."""
     prefix = settings.model_config.get("env_prefix", "")
-    names = set()
+    names = {}
     for name, field in settings.model_fields.items():
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
-            names.update(str(choice) for choice in alias.choices)
+            names.update({str(choice): name for choice in alias.choices})
         elif isinstance(alias, str):
-            names.add(alias)
+            names[alias] = name
         else:
-            names.add(f"{prefix}{name}".upper())
+            names[f"{prefix}{name}".upper()] = name
     return names
+
+
+def env_names(settings: type[BaseSettings]) -> set[str]:
+    return set(env_fields(settings))
 
 
 def option(command: list[str], flag: str) -> str:
@@ -112,8 +117,19 @@ def test_environment_variables_are_settings_of_that_process(compose, service):
     assert not unknown, f"{service} is given variables its settings do not read: {unknown}"
     for name, value in environment.items():  # and the values are valid
         if not str(value).startswith("${"):
-            field = name.removeprefix("AAE_").lower()
-            SETTINGS[service](**{field: value})
+            SETTINGS[service](**{env_fields(SETTINGS[service])[name]: value})
+
+
+def test_no_file_uses_a_renamed_setting(compose, dockerfile):
+    """AAE_DEVICE and AAE_TORCH_THREADS meant one thing to the API and another to the
+    workers; they are AAE_API_* and AAE_WORKER_* now."""
+    renamed = set(ServiceSettings.renamed) | set(WorkerSettings.renamed)
+    assert renamed == {"AAE_DEVICE", "AAE_TORCH_THREADS"}
+    for spec in compose["services"].values():
+        assert not renamed & set(spec.get("environment", {}))
+    texts = {"Dockerfile": dockerfile, "cli/up.py": (ROOT / "cli" / "up.py").read_text()}
+    for name, text in texts.items():
+        assert not {v for v in renamed if re.search(rf"\b{v}\b", text)}, name
 
 
 def test_api_and_worker_share_the_checkpoint_store_volume(compose):
@@ -140,7 +156,7 @@ def test_api_and_worker_share_the_checkpoint_store_volume(compose):
 
 def test_the_image_has_the_code_and_the_store_paths(compose, dockerfile):
     copied = {m.group(1) for m in re.finditer(r"^COPY (\w+) ", dockerfile, re.M)}
-    assert {"aae", "cli", "service", "worker"} <= copied
+    assert {"aae", "aae_jobs", "cli", "service", "worker"} <= copied
     assert all((ROOT / package / "__init__.py").is_file() for package in copied)
     env = dict(re.findall(r"(AAE_\w+)=(\S+)", dockerfile))
     assert env["AAE_MODEL_DIR"] == compose["services"]["api"]["environment"]["AAE_MODEL_DIR"]

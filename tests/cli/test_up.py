@@ -28,8 +28,9 @@ def up_env(tmp_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
     """A new user's environment: no Redis configured, no API key."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "AAE_REDIS_URL", "AAE_API_KEY")}
+    env = {k: v for k, v in env.items() if k not in ("AAE_DEVICE", "AAE_TORCH_THREADS")}
     env.update(AAE_MODEL_DIR=str(tmp_path / "models"), AAE_DATA_DIR=str(data_dir),
-               AAE_TORCH_THREADS="1", **extra)
+               AAE_API_TORCH_THREADS="1", AAE_WORKER_TORCH_THREADS="1", **extra)
     return env
 
 
