@@ -62,10 +62,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.add_middleware(HTTPMetrics)  # outermost: it also counts what the limit refuses
-    app.include_router(inference.router)
+    app.include_router(inference.router)  # the hot routes first: FastAPI matches in order
+    app.include_router(v2.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    app.include_router(v2.router)
     app.include_router(jobs.router)
     app.include_router(presets.router)
     app.include_router(metrics.router)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
 from aae.errors import AAEError, CheckpointCorrupt
-from service.deps import RegistryDep, SettingsDep, StoreDep
+from service.deps import RegistryDep, SettingsDep, StoreDep, serving
 from service.registry import LoadedModel
 from service.v2 import inference, wire
 from service.v2.route import V2Route
@@ -44,6 +44,33 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
                                  "description": "binary tensor data extension: the JSON "
                                  "request (its length in Inference-Header-Content-Length), "
                                  "then each binary input's bytes"}}}}
+
+
+# -- inference (first: FastAPI matches routes in order, a few us per candidate) --------------------------------------------------------------------------
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    registry, settings = serving(request)  # off app.state: no dependency solving per call
+    loaded = await registry.get(name, version)
+    body, binary = wire.parse_request(await request.body(),
+                                      request.headers.get(wire.HEADER_LENGTH))
+    produced = await inference.infer(loaded, body, binary, settings.max_images)
+    binary_default = bool((body.parameters or {}).get("binary_data_output", False))
+    entries, chunks = outputs(produced, body.outputs, binary_default)
+    payload = {"model_name": loaded.name, "model_version": str(loaded.version),
+               "id": body.id if body.id is not None else str(uuid.uuid4()), "outputs": entries}
+    return wire.response(payload, chunks)
+
+
+@router.post("/models/{name}/infer", response_model=InferenceResponse, openapi_extra=INFER_BODY,
+             summary="Inference (the version the service picks)")
+async def infer(request: Request, name: Name) -> Response:
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", response_model=InferenceResponse,
+             openapi_extra=INFER_BODY, summary="Inference with a model version")
+async def infer_version(request: Request, name: Name, version: Version) -> Response:
+    return await _infer(request, name, version)
 
 
 # -- health and metadata --------------------------------------------------------------------
@@ -186,35 +213,6 @@ async def repository_index(store: StoreDep, body: RepositoryIndexCreate | None =
                     index.append(RepositoryModelPublic(name=name, version=str(version),
                                                        state="UNAVAILABLE", reason=str(exc)))
     return index
-
-
-# -- inference ------------------------------------------------------------------------------
-
-async def _infer(request: Request, registry: RegistryDep, settings: SettingsDep, name: str,
-                 version: str | None) -> Response:
-    loaded = await registry.get(name, version)
-    body, binary = wire.parse_request(await request.body(),
-                                      request.headers.get(wire.HEADER_LENGTH))
-    produced = await inference.infer(loaded, body, binary, settings.max_images)
-    binary_default = bool((body.parameters or {}).get("binary_data_output", False))
-    entries, chunks = outputs(produced, body.outputs, binary_default)
-    payload = {"model_name": loaded.name, "model_version": str(loaded.version),
-               "id": body.id if body.id is not None else str(uuid.uuid4()), "outputs": entries}
-    return wire.response(payload, chunks)
-
-
-@router.post("/models/{name}/infer", response_model=InferenceResponse, openapi_extra=INFER_BODY,
-             summary="Inference (the version the service picks)")
-async def infer(request: Request, name: Name, registry: RegistryDep,
-                settings: SettingsDep) -> Response:
-    return await _infer(request, registry, settings, name, None)
-
-
-@router.post("/models/{name}/versions/{version}/infer", response_model=InferenceResponse,
-             openapi_extra=INFER_BODY, summary="Inference with a model version")
-async def infer_version(request: Request, name: Name, version: Version, registry: RegistryDep,
-                        settings: SettingsDep) -> Response:
-    return await _infer(request, registry, settings, name, version)
 
 
 def openapi_components() -> dict[str, dict]:
