@@ -235,18 +235,46 @@ def test_the_asyncio_client(server, digits):
             assert await c.is_server_live() and await c.is_server_ready()
             assert await c.is_model_ready("digits")
             config = await c.get_model_config("digits")
-            tensor = triton_aio.InferInput("images", list(digits.shape), "FP32")
-            tensor.set_data_from_numpy(digits)
-            result = await c.infer("digits", [tensor], model_version="2")
-            with pytest.raises(InferenceServerException) as caught:
-                await c.infer("nope", [tensor])
+            index = await c.get_model_repository_index()
+            answers = {}
+            for binary in (True, False):
+                tensor = triton_aio.InferInput("images", list(digits.shape), "FP32")
+                tensor.set_data_from_numpy(digits, binary_data=binary)
+                outputs = [triton_aio.InferRequestedOutput(n, binary_data=binary)
+                           for n in ("z", "label")]
+                result = await c.infer("digits", [tensor], model_version="2", outputs=outputs)
+                answers[binary] = (result.as_numpy("z"), result.as_numpy("label"))
+            z = triton_aio.InferInput("z", [2, 2], "FP32")
+            z.set_data_from_numpy(np.array([[0.5, -1.0], [1.0, 2.0]], dtype=np.float32))
+            label = triton_aio.InferInput("label", [2], "INT64")
+            label.set_data_from_numpy(np.array([3, 8], dtype=np.int64))
+            images = (await c.infer("digits", [z, label])).as_numpy("images")
+            errors = []
+            short = triton_aio.InferInput("images", [8, 700], "FP32")
+            short.set_data_from_numpy(np.ascontiguousarray(digits[:, :700]))
+            ints = triton_aio.InferInput("images", [8, 784], "INT64")
+            ints.set_data_from_numpy(digits.astype(np.int64))
+            for model, version, inputs in (("digits", "", [short]), ("digits", "", [ints]),
+                                           ("nope", "", [tensor]), ("digits", "9", [tensor])):
+                with pytest.raises(InferenceServerException) as caught:
+                    await c.infer(model, inputs, model_version=version)
+                errors.append((caught.value.status(), caught.value.message()))
             stats = await c.get_inference_statistics("digits", "2")
-            return config, result.as_numpy("label"), caught.value, stats
+            return config, index, answers, images, errors, stats
 
-    config, label, error, stats = asyncio.run(session())
-    assert config["max_batch_size"] == 64
-    classified = rest(server, "POST", "/classify?model=digits&version=2",
-                      json={"pixels": digits.tolist()}).json()
-    assert label.tolist() == [p["label"] for p in classified["predictions"]]
-    assert error.status() == "404" and "nope" in error.message()
-    assert stats["model_stats"][0]["inference_count"] >= 8
+    config, index, answers, images, errors, stats = asyncio.run(session())
+    assert config["max_batch_size"] == 64 and len(index) >= 3
+    pixels = {"pixels": digits.tolist()}
+    code = rest(server, "POST", "/encode?model=digits&version=2", json=pixels).json()
+    classified = rest(server, "POST", "/classify?model=digits&version=2", json=pixels).json()
+    for z, label in answers.values():
+        assert np.array_equal(z, np.array(code["z"], dtype=np.float32))
+        assert label.tolist() == [p["label"] for p in classified["predictions"]]
+    decoded = rest(server, "POST", "/decode?model=digits", json={
+        "z": [[0.5, -1.0], [1.0, 2.0]], "label": [3, 8]},
+        headers={"Accept": "application/json"}).json()
+    assert np.array_equal(images, np.array(decoded["images"], dtype=np.float32))
+    assert [status for status, _ in errors] == ["400", "400", "404", "404"]
+    assert "shape [n, 784]" in errors[0][1] and "datatype" in errors[1][1]
+    assert "nope" in errors[2][1] and "9" in errors[3][1]
+    assert stats["model_stats"][0]["inference_count"] >= 16
