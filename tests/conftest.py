@@ -26,7 +26,7 @@ def fixture_data_dir() -> Path:
 ROOT = Path(__file__).resolve().parents[1]
 
 # quick reports, a state after every epoch, a dead job noticed within seconds
-WORKER_TEST_ENV = {"AAE_TORCH_THREADS": "1", "AAE_PROGRESS_EVERY": "10",
+WORKER_TEST_ENV = {"AAE_WORKER_TORCH_THREADS": "1", "AAE_PROGRESS_EVERY": "10",
                    "AAE_CHECKPOINT_EVERY": "1", "AAE_LEASE_TTL_S": "3",
                    "AAE_MAINTENANCE_INTERVAL_S": "1"}
 
