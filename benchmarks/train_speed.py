@@ -3,7 +3,9 @@
 Both train the semi-supervised model of the same sizes (784-1000-1000, batch 100)
 on the same real digits in one process. Rounds alternate between the two so that
 the machine's noise hits both alike; the figure is the median of the rounds.
-With --accuracy-steps both are also trained that many steps from the same seed and
+It also reports the step of the ``default`` preset (the recipe ``aae train`` and the job
+API use), which may cost more per step than the seed's. With --accuracy-steps both are
+also trained that many steps from the same seed and
 their test errors are printed, to show that the speed costs no accuracy.
 
     python benchmarks/train_speed.py --data-dir ../shared/data/mnist
@@ -28,6 +30,7 @@ from aae.config import AAEConfig, Mode, Precision  # noqa: E402
 from aae.data import load_splits  # noqa: E402
 from aae.device import tune_cpu_allocator  # noqa: E402
 from aae.phases import train_step  # noqa: E402
+from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
 from aae.training import Trainer  # noqa: E402
 from seed_step import SeedTrainer  # noqa: E402
 
@@ -62,8 +65,16 @@ def main() -> None:
     ours = Trainer(cfg, splits, device="cpu")
     seed = SeedTrainer(cfg)
     batches = [b for _, b in zip(range(20), ours._batches(0))]
+    default_cfg = build_config(DEFAULT_PRESET, mode=Mode.SEMI_SUPERVISED, n_labels=args.labels,
+                               precision=Precision(args.precision), validation_size=1000)
+    default = Trainer(default_cfg, splits, device="cpu")
+
     def our_step(b):
         train_step(ours.model, ours.optimizers, b, ours.precision, ours.prior_rng)
+
+    def default_step(b):
+        train_step(default.model, default.optimizers, b, default.precision,
+                   default.prior_rng)
 
     def seed_step(b):
         seed.step(b.x, b.x_labeled, b.y_labeled)
@@ -71,16 +82,24 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"precision {ours.precision.value}, batch {cfg.batch_size}, "
           f"allocator {'tuned' if tuned else 'stock'}, data {args.data_dir}")
-    for step in (our_step, seed_step):  # warm-up
+    for step in (our_step, seed_step, default_step):  # warm-up
         steps_per_second(step, batches, 5)
-    seed_rates, our_rates = [], []
+    seed_rates, our_rates, default_rates = [], [], []
     for _ in range(args.rounds):
         seed_rates.append(steps_per_second(seed_step, batches, args.steps))
         our_rates.append(steps_per_second(our_step, batches, args.steps))
+        default_rates.append(steps_per_second(default_step, batches, args.steps))
     s, o = statistics.median(seed_rates), statistics.median(our_rates)
-    print(f"seed-style step : {s:6.2f} steps/s  (rounds: {', '.join(f'{r:.1f}' for r in seed_rates)})")
-    print(f"library step    : {o:6.2f} steps/s  (rounds: {', '.join(f'{r:.1f}' for r in our_rates)})")
-    print(f"ratio           : {o / s:.2f}x")
+    d = statistics.median(default_rates)
+
+    def rounds(rates: list[float]) -> str:
+        return ", ".join(f"{r:.1f}" for r in rates)
+
+    print(f"seed-style step      : {s:6.2f} steps/s  (rounds: {rounds(seed_rates)})")
+    print(f"library step (seed)  : {o:6.2f} steps/s  (rounds: {rounds(our_rates)})")
+    print(f"library step ({DEFAULT_PRESET}): {d:6.2f} steps/s  (rounds: {rounds(default_rates)})")
+    print(f"ratio                : {o / s:.2f}x (seed recipe), {d / s:.2f}x "
+          f"(the {DEFAULT_PRESET} preset)")
 
     if args.accuracy_steps:
         cfg = cfg.replace(max_steps=args.accuracy_steps, epochs=10_000)
