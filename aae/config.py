@@ -118,6 +118,7 @@ class AAEConfig:
     vat_xi: float = 10.0  # finite-difference step of the power iteration (1e-6 is lost in bf16)
     entropy_weight: float = 0.0
     labeled_batch_size: int | None = None  # labeled minibatch (None: batch_size)
+    label_shift: int = 0  # labeled images moved by up to this many pixels each step (0: off)
     # evaluation of clustering models
     cluster_mapping: ClusterMapping = ClusterMapping.MAJORITY
 
@@ -156,6 +157,8 @@ class AAEConfig:
             raise ValueError(f"lr_milestones must be increasing epochs >= 1, got "
                              f"{list(self.lr_milestones)}")
         object.__setattr__(self, "lr_milestones", milestones)
+        if not 0 <= self.label_shift <= 8:
+            raise ValueError(f"label_shift must be in 0..8 pixels, got {self.label_shift}")
         if self.labeled_batch_size is not None and self.labeled_batch_size < 1:
             raise ValueError(f"labeled_batch_size must be at least 1, got "
                              f"{self.labeled_batch_size}")

@@ -130,6 +130,18 @@ def _encoder_input(cfg: AAEConfig, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def shifted(x: torch.Tensor, max_shift: int, side: int = 28) -> torch.Tensor:
+    """Each image moved by its own random offset of up to ``max_shift`` pixels on each axis,
+    the border filled with black (data augmentation of the labeled digits)."""
+    n = x.shape[0]
+    padded = F.pad(x.reshape(n, side, side), (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), device=x.device)
+    rows = (offsets[:, :1] + torch.arange(side, device=x.device)).unsqueeze(2)  # (n, side, 1)
+    cols = (offsets[:, 1:] + torch.arange(side, device=x.device)).unsqueeze(1)  # (n, 1, side)
+    index = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded[index, rows, cols].reshape(n, side * side)
+
+
 def _class_input(cfg: AAEConfig, model: AdversarialAutoencoder, y_logits: torch.Tensor | None,
                  labels: torch.Tensor | None) -> torch.Tensor | None:
     """What the decoder and D_cat see of the class: q(y|x), the given one-hot label, or
@@ -162,7 +174,10 @@ def _classification(model: AdversarialAutoencoder, batch: Batch, x_in: torch.Ten
     cfg = model.cfg
     if cfg.mode is not Mode.SEMI_SUPERVISED or batch.x_labeled is None:
         return {}
-    _, yl_logits = model.encoder(_encoder_input(cfg, batch.x_labeled))
+    x_labeled = batch.x_labeled
+    if cfg.label_shift:
+        x_labeled = shifted(x_labeled, cfg.label_shift)
+    _, yl_logits = model.encoder(_encoder_input(cfg, x_labeled))
     terms = {"classification": classification_loss(yl_logits, batch.y_labeled)}
     if cfg.vat_weight > 0:
         terms["vat"] = cfg.vat_weight * vat_loss(model.encoder, x_in, y_logits,

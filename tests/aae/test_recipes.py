@@ -22,6 +22,7 @@ OPTIONS = {
     "sequential": dict(step_mode="sequential"),
     "vat": dict(vat_weight=1.0, vat_epsilon=2.0),
     "entropy": dict(entropy_weight=0.5, labeled_batch_size=50),
+    "label-shift": dict(label_shift=2),
 }
 
 
@@ -141,3 +142,15 @@ def test_presets_fill_in_and_explicit_values_win():
             build_config(name, mode=mode)
     with pytest.raises(ValueError, match="preset must be one of"):
         build_config("nope")
+
+
+def test_shifted_moves_each_image_within_the_bound():
+    from aae.phases import shifted
+
+    torch.manual_seed(0)
+    x = torch.zeros(50, 784)
+    x[:, 14 * 28 + 14] = 1.0  # one lit pixel in the middle of every image
+    moved = shifted(x, 2)
+    where = moved.reshape(50, 28, 28).nonzero()[:, 1:]
+    assert moved.sum(1).eq(1).all()  # nothing lost from the middle
+    assert (where - 14).abs().max() <= 2 and len({tuple(w.tolist()) for w in where}) > 5
