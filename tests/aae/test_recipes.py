@@ -129,9 +129,11 @@ def test_field_defaults_keep_the_first_release_behaviour():
 
 def test_presets_fill_in_and_explicit_values_win():
     assert build_config("seed", mode="semi_supervised") == AAEConfig(mode=Mode.SEMI_SUPERVISED)
-    cfg = build_config("default", mode="semi_supervised", n_labels=100, z_dim=4)
+    cfg = build_config("paper", mode="semi_supervised", n_labels=100, z_dim=4)
     assert cfg.z_dim == 4  # explicit
-    assert cfg.vat_weight == preset_values("default", "semi_supervised")["vat_weight"]
+    assert cfg.momentum == preset_values("paper", "semi_supervised")["momentum"]
+    clusters = build_config("default", mode="clustering")
+    assert (clusters.n_classes, clusters.cluster_mapping) == (30, ClusterMapping.PAPER)
     assert build_config("default", mode="unsupervised").z_dim == 2  # the 2-D figure mode
     paper = build_config("paper", mode="semi_supervised")
     assert (paper.optimizer.value, paper.step_mode.value, paper.input_noise_std,
