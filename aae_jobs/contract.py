@@ -6,9 +6,14 @@ The API enqueues ``TRAIN_TASK`` by its dotted name, with JSON keyword arguments
 it. Everything else they share is listed here:
 
 - ``stop_key(id)``: set by the API to cancel a job; read by the job between two steps.
-- ``lease_key(id)``: renewed by a running job; a started job without one is dead and
-  is handed back to the queue (``worker.recovery``).
-- ``publish_lock(id)``: held by a job while it publishes its version.
+- ``fence_key(id)``: the token of the job's current attempt, set by each attempt as it
+  starts. Only the attempt holding it may renew the lease, save state, report and
+  publish; an attempt that finds another token there was superseded and vanishes.
+- ``lease_key(id)``: renewed (under the fence) by a running job for as long as its
+  process lives; a started job whose lease stays away for a whole lease is dead and is
+  handed back to the queue (``worker.recovery``). ``lapse_key(id)`` marks when a worker
+  first saw it missing; a renewal clears it.
+- ``starts_key(id)``: one entry per attempt that began training (its token).
 - ``datasets_key(queue)``: the datasets the queue's workers have, announced by each
   worker with every heartbeat (member: dataset name, score: when the announcement
   lapses). The API refuses a job for a dataset no live worker has announced.
@@ -71,8 +76,20 @@ def lease_key(job_id: str) -> str:
     return f"aae:job:{job_id}:lease"
 
 
-def publish_lock(job_id: str) -> str:
-    return f"aae:job:{job_id}:publish"
+def fence_key(job_id: str) -> str:
+    return f"aae:job:{job_id}:fence"
+
+
+def lapse_key(job_id: str) -> str:
+    return f"aae:job:{job_id}:lapse"
+
+
+def starts_key(job_id: str) -> str:
+    return f"aae:job:{job_id}:starts"
+
+
+def restore_lock(job_id: str) -> str:
+    return f"aae:job:{job_id}:restore"
 
 
 def datasets_key(queue: str) -> str:

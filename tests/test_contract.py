@@ -41,8 +41,9 @@ def test_the_task_and_the_callbacks_are_the_workers_functions():
 
 
 def test_per_job_keys_are_distinct_and_name_the_job():
-    keys = [contract.stop_key("j1"), contract.lease_key("j1"), contract.publish_lock("j1")]
-    assert len(set(keys)) == 3 and all("j1" in key for key in keys)
+    keys = [contract.stop_key("j1"), contract.lease_key("j1"), contract.fence_key("j1"),
+            contract.lapse_key("j1"), contract.starts_key("j1"), contract.restore_lock("j1")]
+    assert len(set(keys)) == len(keys) and all("j1" in key for key in keys)
     assert contract.stop_key("j1") != contract.stop_key("j2")
     assert contract.datasets_key("a") != contract.datasets_key("b")
 

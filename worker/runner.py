@@ -1,5 +1,12 @@
 """The worker process: RQ's forking worker on the training queue, with crash recovery,
-announcing the datasets it has.
+announcing the datasets it has, and riding out Redis outages of any length.
+
+RQ's worker quits on the first Redis error outside its idle wait (a busy worker's
+heartbeat raises in the parent). Here every bookkeeping call to Redis that RQ makes
+outside a job (heartbeats, state, maintenance, the suspension check) logs a failure
+instead of raising it, the work horse keeps training meanwhile (``worker.control``),
+and should RQ's loop still give up, ``run`` starts it again after a backoff, so the
+process lives on until it is asked to stop.
 
 Each job runs in a forked work horse. The parent imports torch and the training code
 before forking, so that jobs start at once, but never touches CUDA: a CUDA context does
@@ -16,11 +23,15 @@ from typing import Any
 import torch
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from aae.device import tune_cpu_allocator
 from aae_jobs.contract import datasets_key
+from rq.executions import Execution
+from rq.job import Job
+
 from worker import recovery
 from worker.settings import WorkerSettings
 from worker.tasks import SCRATCH_DIR, datasets  # also loads torch and aae before the first fork
@@ -38,31 +49,68 @@ class TrainingWorker(Worker):
     busy worker keeps beating, so its datasets stay announced during a long job, and a
     dead worker's lapse with it."""
 
-    def __init__(self, *args: Any, lease_ttl_s: float, scratch_root: Path,
+    def __init__(self, *args: Any, lease_ttl_s: float, model_dir: Path,
                  datasets: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lease_ttl_s, self.scratch_root = lease_ttl_s, scratch_root
+        self.lease_ttl_s, self.model_dir = lease_ttl_s, model_dir
+        self.scratch_root = model_dir / SCRATCH_DIR
         self.datasets = datasets
+        self.stopping = False  # asked to stop (SIGINT, SIGTERM), as opposed to giving up
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        super().heartbeat(timeout, pipeline)
-        until = time.time() + (timeout or self.worker_ttl + 60)
-        connection = pipeline if pipeline is not None else self.connection
-        for queue in self.queues:
-            key = datasets_key(queue.name)
-            connection.zadd(key, {name: until for name in self.datasets}, gt=True)
-            connection.zremrangebyscore(key, "-inf", time.time())
+        try:
+            super().heartbeat(timeout, pipeline)
+            until = time.time() + (timeout or self.worker_ttl + 60)
+            connection = pipeline if pipeline is not None else self.connection
+            for queue in self.queues:
+                key = datasets_key(queue.name)
+                connection.zadd(key, {name: until for name in self.datasets}, gt=True)
+                connection.zremrangebyscore(key, "-inf", time.time())
+        except RedisError as exc:  # RQ's idle wait backs off; a busy worker beats again
+            logger.warning("worker %s: no heartbeat, Redis unavailable: %s", self.name, exc)
+
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+        except RedisError as exc:  # the horse trains on; beats resume with Redis
+            logger.warning("worker %s: no heartbeat for job %s, Redis unavailable: %s",
+                           self.name, job.id, exc)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        try:
+            super().set_state(state, pipeline)
+        except RedisError as exc:
+            logger.warning("worker %s: cannot record its state: %s", self.name, exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except RedisError as exc:
+            logger.warning("worker %s: cannot check for suspension: %s", self.name, exc)
 
     def run_maintenance_tasks(self) -> None:
-        for queue in self.queues:
-            recovery.expire_abandoned(queue, self.lease_ttl_s)
-        super().run_maintenance_tasks()  # RQ's cleanup retries what was expired
-        for queue in self.queues:
-            recovery.remove_ended_scratch(self.scratch_root, queue)
+        try:
+            for queue in self.queues:
+                recovery.restore_lost(queue, self.model_dir, self.name)
+                recovery.expire_abandoned(queue, self.lease_ttl_s)
+            super().run_maintenance_tasks()  # RQ's cleanup retries what was expired
+            for queue in self.queues:
+                recovery.remove_ended_scratch(self.scratch_root, queue, self.model_dir)
+            recovery.remove_stale_staging(self.model_dir)
+        except RedisError as exc:  # RQ's idle wait backs off until Redis is back
+            logger.warning("worker %s: maintenance postponed, Redis unavailable: %s",
+                           self.name, exc)
 
 
 def connect(settings: WorkerSettings) -> Redis:
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    # a reply never takes longer than RQ's idle wait (worker_ttl - 15 s), less a dead peer
+    return Redis.from_url(settings.redis_url, socket_connect_timeout=5,
+                          socket_timeout=settings.maintenance_interval_s + 30,
+                          health_check_interval=30)
 
 
 def make_worker(settings: WorkerSettings, connection: Redis) -> TrainingWorker:
@@ -72,7 +120,9 @@ def make_worker(settings: WorkerSettings, connection: Redis) -> TrainingWorker:
         # an idle worker wakes every maintenance interval (RQ blocks for worker_ttl - 15 s)
         worker_ttl=settings.maintenance_interval_s + 15,
         maintenance_interval=settings.maintenance_interval_s,
-        lease_ttl_s=settings.lease_ttl_s, scratch_root=settings.model_dir / SCRATCH_DIR,
+        # a busy worker beats (and notices its horse end) every lease
+        job_monitoring_interval=max(1, min(30, int(settings.lease_ttl_s))),
+        lease_ttl_s=settings.lease_ttl_s, model_dir=settings.model_dir,
         datasets=datasets(settings))
 
 
@@ -85,8 +135,19 @@ def run(settings: WorkerSettings, burst: bool = False) -> bool:
     tune_cpu_allocator()
     connection = connect(settings)
     training_worker = make_worker(settings, connection)
-    logger.info("worker %s: queue %r on %s, checkpoint store %s, datasets %s",
-                training_worker.name, settings.queue, connection.connection_pool,
-                settings.model_dir, ", ".join(training_worker.datasets))
+    logger.info("worker %s: queue %r, checkpoint store %s, datasets %s", training_worker.name,
+                settings.queue, settings.model_dir, ", ".join(training_worker.datasets))
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    return training_worker.work(burst=burst, logging_level=level)
+    worked, delay = False, 1.0
+    while True:
+        try:
+            worked = training_worker.work(burst=burst, logging_level=level) or worked
+        except RedisError as exc:  # at start-up or shut-down, outside RQ's loop
+            logger.warning("worker %s: Redis unavailable: %s", training_worker.name, exc)
+        if burst or training_worker.stopping:
+            return worked
+        logger.warning("worker %s: RQ's loop gave up (Redis?); starting again in %.0f s",
+                       training_worker.name, delay)
+        time.sleep(delay)
+        delay = min(30.0, delay * 2)
+        training_worker = make_worker(settings, connection)

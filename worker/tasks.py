@@ -8,8 +8,14 @@ One job publishes exactly one version, however many times it is started:
   ``<model_dir>/.jobs/<job id>/`` (on the shared volume); started again after its worker
   died, it resumes from the newest state rather than from scratch;
 - the version it published is recorded in the version's metrics (``job_id``) and then
-  in the job's meta; an attempt that finds either publishes nothing new. Publishing
-  happens under a Redis lock, so even two live copies of one job cannot both publish.
+  in the job's meta; an attempt that finds either publishes nothing new. The look and
+  the publishing happen under a file lock in the scratch directory (``flock``: it dies
+  with its holder, and needs no Redis), so even two live copies of one job cannot both
+  publish;
+- every attempt takes the job's fence (``worker.control.Fence``) and confirms it, waiting
+  for Redis if need be, before it saves a state, publishes and returns; an attempt that
+  was superseded exits at once without a word to RQ, so only the current attempt's work
+  takes effect.
 
 Exceptions propagate so that RQ records them on the job. They are not retried (a bad
 dataset fails again); only crashes are (see ``worker.recovery``). A job asked to stop
@@ -18,10 +24,12 @@ stops between two steps and has RQ end it as ``stopped`` (see ``aae_jobs.contrac
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +48,8 @@ from aae.errors import AAEError, DatasetNotFound, TrainingStopped
 from aae.resume import load_state, save_state
 from aae.store import CheckpointStore, validate_name
 from aae.training import Progress, Trainer
-from aae_jobs.contract import STOP_GRACE_S, TRAIN_TASK, JobResult, Stage, publish_lock
-from worker.control import JobReport, Lease, StopFlag
+from aae_jobs.contract import STOP_GRACE_S, TRAIN_TASK, JobResult, Stage
+from worker.control import Fence, JobReport, Lease, StopFlag, Superseded
 from worker.metrics import StepTimer
 from worker.settings import WorkerSettings, get_settings
 
@@ -62,64 +70,98 @@ def train(name: str, config: dict[str, Any], dataset: str = "mnist") -> dict[str
         raise RuntimeError(f"{TRAIN_TASK} runs as an RQ job")
     settings = get_settings()
     device = torch.device(settings.device) if settings.device else default_device()
-    report = JobReport(job)
-    report.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=job.worker_name,
-                  pid=os.getpid(), stage=Stage.STARTING.value, device=str(device))
+    attempt = int(job.meta.get("attempts", 0)) + 1
+    fence = Fence.take(job.connection, job, attempt)
+    Lease(fence, settings.lease_ttl_s).start()  # renewed until this process exits
+    report = JobReport(job, fence)
     try:
+        report.update(attempts=attempt, worker=job.worker_name, pid=os.getpid(),
+                      stage=Stage.STARTING.value, device=str(device))
         return _train(report, settings, device, name, AAEConfig.from_dict(config), dataset)
     except TrainingStopped:
         report.update(stage=Stage.STOPPED.value)
         _stop_through_rq(job)
         raise  # no worker ended this process: the job fails with TrainingStopped
+    except Superseded as exc:
+        _vanish(exc)
+        raise  # not reached
+
+
+def _vanish(exc: Superseded) -> None:
+    """End a superseded attempt's process at once, with status 0 so that its worker, if
+    alive, records nothing: the job belongs to the attempt that holds its fence."""
+    logger.warning("%s: this attempt stops and leaves no trace", exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0)
 
 
 def _train(report: JobReport, settings: WorkerSettings, device: torch.device, name: str,
            cfg: AAEConfig, dataset: str) -> dict[str, Any]:
-    job = report.job
+    job, fence = report.job, report.fence
     scratch = scratch_dir(settings.model_dir, job.id)
     if "result" in job.meta:  # an earlier attempt published, then died before finishing
         return _finish(report, job.meta["result"]["version"], name)
     store = CheckpointStore(settings.model_dir)
-    with Lease(job.connection, job.id, settings.lease_ttl_s):
-        version = _published_version(store, name, job.id)
-        if version is not None:
-            return _finish(report, version, name)
+    version = _published_version(store, name, job.id)
+    if version is not None:
+        return _finish(report, version, name)
 
-        report.update(stage=Stage.LOADING_DATA.value)
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        data_dir, download = dataset_dir(settings, dataset)
-        splits = load_splits(data_dir, n_labels=cfg.n_labels,
-                             validation_size=cfg.validation_size, seed=cfg.seed,
-                             download=download)
-        step_timer = StepTimer(job.connection, device.type)
+    report.update(stage=Stage.LOADING_DATA.value)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    data_dir, download = dataset_dir(settings, dataset)
+    splits = load_splits(data_dir, n_labels=cfg.n_labels,
+                         validation_size=cfg.validation_size, seed=cfg.seed,
+                         download=download)
+    step_timer = StepTimer(job.connection, device.type)
 
-        def on_progress(progress: Progress) -> None:
-            report.progress(progress)
+    def on_progress(progress: Progress) -> None:
+        report.progress(progress)
+        if not fence.superseded:
             step_timer(progress)
 
-        trainer = Trainer(cfg, splits, device=device, on_progress=on_progress,
-                          should_stop=StopFlag(job.connection, job.id),
-                          on_epoch_end=_saver(scratch, settings.checkpoint_every, report),
-                          progress_every=settings.progress_every)
-        resumed = load_state(trainer, scratch)
-        report.update(stage=Stage.TRAINING.value, resumed_from_epoch=resumed,
-                      device=str(trainer.device))
-        step_timer.start(trainer.step)
-        result = trainer.fit()
+    trainer = Trainer(cfg, splits, device=device, on_progress=on_progress,
+                      should_stop=StopFlag(fence),
+                      on_epoch_end=_saver(scratch, settings.checkpoint_every, report),
+                      progress_every=settings.progress_every)
+    resumed = load_state(trainer, scratch)
+    report.update(stage=Stage.TRAINING.value, resumed_from_epoch=resumed,
+                  device=str(trainer.device))
+    fence.record_start()
+    step_timer.start(trainer.step)
+    result = trainer.fit()
 
-        report.update(stage=Stage.PUBLISHING.value)
-        with job.connection.lock(publish_lock(job.id), timeout=600, blocking_timeout=600):
-            version = _published_version(store, name, job.id)
-            if version is None:  # the dataset by its name, not the worker's path to it
-                metrics = {**result.metrics, "dataset": dataset, "job_id": job.id}
-                version = publish_model(store, name, result.model, metrics)
-        return _finish(report, version, name)
+    report.update(stage=Stage.PUBLISHING.value)
+    fence.confirm("publishing")
+    with _publish_lock(scratch):
+        version = _published_version(store, name, job.id)
+        if version is None:  # the dataset by its name, not the worker's path to it
+            fence.confirm("publishing")
+            metrics = {**result.metrics, "dataset": dataset, "job_id": job.id}
+            version = publish_model(store, name, result.model, metrics)
+    return _finish(report, version, name)
+
+
+@contextmanager
+def _publish_lock(scratch: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<scratch>/publish.lock``: released when its holder
+    exits, however it exits, and taken without Redis."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with open(scratch / "publish.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _finish(report: JobReport, version: int, name: str) -> dict[str, Any]:
+    """Record the result under the fence, waiting for Redis: RQ records the job's end
+    right after this returns, and needs Redis for it."""
     result = JobResult(model=name, version=version).model_dump()
-    report.update(stage=Stage.FINISHED.value, result=result)
+    report.job.meta.update(stage=Stage.FINISHED.value, result=result)
+    report.flush()
     logger.info("job %s: %s version %d", report.job.id, name, version)
     return result
 
@@ -141,9 +183,15 @@ def _stop_through_rq(job: Job) -> None:
 
 def _saver(scratch: Path, every: int, report: JobReport) -> Callable[[Trainer], None]:
     """``Trainer.on_epoch_end``: a resumable state every ``every`` epochs (not after the
-    last one: the model is published then)."""
+    last one: the model is published then), only by the attempt holding the fence."""
     def on_epoch_end(trainer: Trainer) -> None:
         if trainer.epoch % every == 0 and trainer.step < trainer.total_steps:
+            try:
+                report.fence.check()  # Superseded passes through
+            except RedisError as exc:
+                logger.warning("cannot confirm the job's fence, not saving epoch %d: %s",
+                               trainer.epoch, exc)
+                return
             save_state(trainer, scratch)
             report.update(checkpoint_epoch=trainer.epoch)
     return on_epoch_end

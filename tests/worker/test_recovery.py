@@ -21,7 +21,7 @@ from aae.checkpoints import load_model
 from aae.config import AAEConfig, Mode, Precision
 from aae.resume import latest_epoch
 from aae.store import CheckpointStore
-from aae_jobs.contract import JOBS_METRICS_KEY, lease_key
+from aae_jobs.contract import JOBS_METRICS_KEY, lapse_key, lease_key
 from worker.recovery import expire_abandoned
 
 EPOCHS, STEPS_PER_EPOCH = 12, 1700 // 20
@@ -100,15 +100,19 @@ def test_a_killed_job_resumes_from_its_saved_epoch(victim, redis_server, workers
     assert outcomes == {b"finished|cpu": b"1"}  # the crash was no outcome: it was retried
 
 
-def test_only_started_jobs_without_a_lease_are_handed_back(redis_server, submit):
-    """Three started jobs, as a worker left them in RQ's started registry: one renews its
+def test_only_jobs_without_a_lease_for_a_whole_lease_are_handed_back(redis_server, submit):
+    """Four started jobs, as a worker left them in RQ's started registry: one renews its
     lease, one has none, one has none but started a moment ago (it takes its lease first
-    thing). Only the second is expired, and RQ's own cleanup then requeues it."""
+    thing), one has none at the first look but renews before the second (as after a
+    Redis outage longer than a lease). The first look only marks the missing leases;
+    a look a lease later expires the job still without one, and RQ's own cleanup then
+    requeues it."""
+    ttl = 2.0
     connection = Redis.from_url(redis_server.url)
     queue = Queue("training", connection=connection, serializer=JSONSerializer)
     registry = queue.started_job_registry
     jobs = {}
-    for name in ("alive", "dead", "starting"):
+    for name in ("alive", "dead", "renewed", "starting"):
         job = submit(redis_server.url)
         queue.remove(job)  # taken by a worker...
         with connection.pipeline() as pipe:  # ...which started it
@@ -120,13 +124,23 @@ def test_only_started_jobs_without_a_lease_are_handed_back(redis_server, submit)
         jobs[name] = (job, execution.composite_key)
     connection.set(lease_key(jobs["alive"][0].id), "host:1", ex=60)
 
-    assert expire_abandoned(queue, lease_ttl_s=30) == [jobs["dead"][0].id]
+    assert expire_abandoned(queue, lease_ttl_s=ttl) == []  # missing once proves nothing
+    assert connection.exists(lapse_key(jobs["dead"][0].id))
+    renewed = jobs["renewed"][0].id
+    connection.set(lease_key(renewed), "host:2", px=int(ttl * 1000))  # what a renewal does
+    connection.delete(lapse_key(renewed))
+    time.sleep(ttl + 0.2)
+    connection.set(lease_key(renewed), "host:2", px=int(ttl * 1000))
+    connection.set(lease_key(jobs["alive"][0].id), "host:1", ex=60)
+
+    assert expire_abandoned(queue, lease_ttl_s=ttl) == [jobs["dead"][0].id]
     scores = {name: connection.zscore(registry.key, key) for name, (_, key) in jobs.items()}
     assert scores["dead"] == 0 and scores["alive"] > time.time() + 60
     assert time.time() < scores["starting"] <= time.time() + 600
+    assert scores["renewed"] > time.time()
 
     registry.cleanup()
     statuses = {name: job.get_status() for name, (job, _) in jobs.items()}
     assert statuses == {"alive": JobStatus.STARTED, "dead": JobStatus.QUEUED,
-                        "starting": JobStatus.STARTED}
+                        "renewed": JobStatus.STARTED, "starting": JobStatus.STARTED}
     assert queue.get_job_ids() == [jobs["dead"][0].id]
