@@ -45,9 +45,11 @@ def config_from_document(document: dict[str, Any]) -> AAEConfig:
 
 
 def publish_model(store: CheckpointStore, name: str, model: AdversarialAutoencoder,
-                  metrics: dict[str, Any]) -> int:
-    """Publish ``model`` as the next version of ``name``; returns the version number."""
-    return store.publish(name, model.state_tensors(), config_document(model.cfg), metrics)
+                  metrics: dict[str, Any], extras: dict[str, dict] | None = None) -> int:
+    """Publish ``model`` as the next version of ``name`` (with ``extras``, e.g. the
+    ``latent`` sample of ``TrainResult.extras``); returns the version number."""
+    return store.publish(name, model.state_tensors(), config_document(model.cfg), metrics,
+                         extras)
 
 
 def load_model(store: CheckpointStore, name: str, version: int | str | None = None,

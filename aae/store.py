@@ -154,8 +154,9 @@ class CheckpointStore:
     # -- publishing ------------------------------------------------------------------
 
     def publish(self, name: str, tensors: dict[str, torch.Tensor], config: dict,
-                metrics: dict) -> int:
-        """Publish weights, config and metrics as the next version of ``name``.
+                metrics: dict, extras: dict[str, dict] | None = None) -> int:
+        """Publish weights, config and metrics (and ``extras``, each a JSON document
+        saved as ``<key>.json``, read back with ``extra``) as the next version of ``name``.
 
         Everything is written and fsynced in a private temporary directory first, which
         is then renamed to the version number; readers see the whole version or nothing.
@@ -170,6 +171,9 @@ class CheckpointStore:
             write_tensors(tmp / WEIGHTS_FILE, tensors)
             write_json(tmp / CONFIG_FILE, config)
             write_json(tmp / METRICS_FILE, metrics)
+            for key, document in (extras or {}).items():
+                write_json(tmp / f"{validate_name(key, 'extra name')}.json", document,
+                           indent=None)
         try:
             version = self._rename_to_next_version(model_dir, tmp)
         except BaseException:
@@ -311,6 +315,14 @@ class CheckpointStore:
             raise CheckpointCorrupt(f"{filename} of {name!r} version {version} "
                                     "is not a JSON object")
         return obj
+
+    def extra(self, name: str, version: int | str | None, key: str) -> dict | None:
+        """The extra document ``key`` published with a version, None if it has none."""
+        number = self.resolve(name, version)
+        if not (self.root / name / str(number) / f"{validate_name(key, 'extra name')}.json"
+                ).is_file():
+            return None
+        return self._read_json(name, number, f"{key}.json")
 
     def info(self, name: str, version: int | str | None = None) -> VersionInfo:
         """Config, metrics and aliases of one version (see ``resolve`` for ``version``)."""

@@ -28,6 +28,7 @@ from aae.data import Digits, MNISTSplits
 from aae.device import default_device, resolve_precision
 from aae.errors import TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
+from aae.figures import latent_sample
 from aae.model import AdversarialAutoencoder
 from aae.optim import Optimizers, lr_scale
 from aae.phases import Batch, train_step
@@ -60,6 +61,9 @@ class Progress:
 class TrainResult:
     model: AdversarialAutoencoder
     metrics: dict[str, Any] = field(default_factory=dict)
+    # documents published beside the version: "latent", codes of test digits and their
+    # labels for the latent scatter plot (aae.figures.latent_sample)
+    extras: dict[str, dict] = field(default_factory=dict)
 
 
 def _permutation(n: int, seed: int, stream: int, index: int) -> torch.Tensor:
@@ -164,7 +168,9 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self)
         train_seconds = self.elapsed_s + time.perf_counter() - start
-        return TrainResult(self.model.eval(), self._metrics(train_seconds))
+        model = self.model.eval()
+        return TrainResult(model, self._metrics(train_seconds),
+                           {"latent": latent_sample(model, self.splits.test)})
 
     def _report(self, event: str, start: float, validation_error: float | None = None,
                 validation_loss: float | None = None) -> None:

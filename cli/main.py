@@ -2,6 +2,7 @@
 
     aae train --mode semi_supervised --labels 100 --epochs 10
     aae models
+    aae figure manifold --model digits -o manifold.png
     aae up          # Redis (embedded unless REDIS_URL is set), a worker and the API
     aae worker      # one training worker on the job queue
     aae serve       # the API only
@@ -87,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "MNIST into --data-dir") from None
     trainer = Trainer(cfg, splits, device=args.device, on_progress=ProgressBar())
     result = trainer.fit()
-    version = publish_model(store, name, result.model, result.metrics)
+    version = publish_model(store, name, result.model, result.metrics, result.extras)
     if args.alias:
         store.set_alias(name, args.alias, version)
     m = result.metrics
@@ -140,6 +141,39 @@ def cmd_models(args: argparse.Namespace) -> int:
             info = store.info(name, version)
             tags = f" [{', '.join(info.aliases)}]" if info.aliases else ""
             print(f"  v{version}{tags}  {info.created_at}  {_summary(info.metrics)}")
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    """The figure routes' pictures, from the store directly (no server needed)."""
+    import torch
+
+    from aae import figures
+    from aae.checkpoints import load_model
+    from service.images import png
+    from service.plots import latent_scatter, training_curves
+
+    store = CheckpointStore(args.model_dir or get_settings().model_dir)
+    info, model = load_model(store, args.model, args.version)
+    title = f"{info.name} version {info.version}"
+    if args.kind == "manifold":
+        codes = figures.manifold_codes(model, args.n, args.extent, args.label)
+        data = png(figures.render(model, codes), args.scale, columns=args.n)
+    elif args.kind == "styles":
+        codes = figures.style_codes(model, args.rows, torch.Generator().manual_seed(args.seed))
+        data = png(figures.render(model, codes), args.scale, columns=model.cfg.n_classes)
+    elif args.kind == "latent":
+        sample = store.extra(info.name, info.version, "latent")
+        if not sample or not sample.get("z"):
+            raise AAEError(f"{title} was published without a sample of encoded test digits")
+        data = latent_scatter(sample["z"], sample["labels"], f"{title}: test digits")
+    else:
+        history = info.metrics.get("history")
+        if not history:
+            raise AAEError(f"{title} has no per-epoch history in its metrics")
+        data = training_curves(history, title)
+    args.output.write_bytes(data)
+    print(f"wrote the {args.kind} of {title} to {args.output}")
     return 0
 
 
@@ -218,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     up.add_argument("--workers", type=int, default=1, help="training workers (default 1)")
     up.set_defaults(func=cmd_up)
+
+    figure = commands.add_parser("figure", help="draw a figure of a published version as PNG")
+    figure.add_argument("kind", choices=["manifold", "styles", "latent", "curves"])
+    figure.add_argument("--model", required=True, help="model name")
+    figure.add_argument("--version", help="number or alias (default: production, else latest)")
+    figure.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
+    figure.add_argument("--model-dir", type=Path, help="checkpoint store (default $AAE_MODEL_DIR)")
+    figure.add_argument("--n", type=int, default=20, help="manifold: grid size (default 20)")
+    figure.add_argument("--extent", type=float, help="manifold: half-width of the grid "
+                        "(default: two prior standard deviations)")
+    figure.add_argument("--label", type=int, help="manifold: decode with this class")
+    figure.add_argument("--rows", type=int, default=10, help="styles: style codes (default 10)")
+    figure.add_argument("--seed", type=int, default=0, help="styles: draws the style codes")
+    figure.add_argument("--scale", type=int, default=2, help="enlarge each pixel (default 2)")
+    figure.set_defaults(func=cmd_figure)
 
     presets = commands.add_parser("presets", help="the named recipes and their values")
     presets.set_defaults(func=cmd_presets)

@@ -35,6 +35,16 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
     assert metrics["n_labels"] == 100 and 0 <= metrics["test_error"] < 0.9
     assert (tmp_path / "digits" / "1" / "weights.safetensors").is_file()
 
+    for kind in ("manifold", "styles", "latent", "curves"):
+        out = tmp_path / f"{kind}.png"
+        drawn = aae("figure", kind, "--model", "digits", "--version", "1", "-o", str(out),
+                    "--n", "4", "--rows", "2", env=env)
+        assert drawn.returncode == 0, drawn.stderr
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+    assert Image.open(tmp_path / "manifold.png").size == (4 * 56, 4 * 56)  # scale 2
+    assert Image.open(tmp_path / "styles.png").size == (10 * 56, 2 * 56)
+
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--mode", "semi_supervised", "--labels", "105"], "multiple of n_classes"),

@@ -1,0 +1,72 @@
+"""Plots of a model version, drawn with matplotlib's object-oriented API on the Agg
+canvas (no pyplot and no global figure state: safe in a threaded server)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
+
+
+def project_2d(z: np.ndarray) -> tuple[np.ndarray, str]:
+    """z itself when it has 2 dimensions, else its first two principal components."""
+    if z.shape[1] <= 2:
+        return (z if z.shape[1] == 2 else np.column_stack([z[:, 0], np.zeros(len(z))]),
+                "z")
+    centred = z - z.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T, "principal component"
+
+
+def latent_scatter(z: list[list[float]], labels: list[int], title: str) -> bytes:
+    """The codes of labeled digits, coloured by true label, with a legend."""
+    points, axis = project_2d(np.asarray(z, dtype=np.float64))
+    labels_arr = np.asarray(labels)
+    figure = Figure(figsize=(6, 5.5), dpi=100)
+    ax = figure.add_subplot()
+    for label in np.unique(labels_arr):
+        at = labels_arr == label
+        ax.scatter(points[at, 0], points[at, 1], s=6, alpha=0.7, label=str(label),
+                   color=f"C{int(label) % 10}")
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.set_title(title)
+    ax.legend(title="digit", markerscale=3, fontsize=8, loc="center left",
+              bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    return _png(figure)
+
+
+def training_curves(history: list[dict[str, Any]], title: str) -> bytes:
+    """The phases' losses and the validation error (for classifiers) per epoch."""
+    epochs = [h["epoch"] for h in history]
+    figure = Figure(figsize=(8, 4), dpi=100)
+    losses, errors = figure.subplots(1, 2)
+    for key in ("reconstruction", "discriminator", "generator", "classification",
+                "validation_loss"):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            losses.plot(epochs, values, marker=".", label=key.replace("_", " "))
+    losses.set_xlabel("epoch")
+    losses.set_ylabel("loss")
+    losses.legend(fontsize=8)
+    validation = [h.get("validation_error") for h in history]
+    if any(v is not None for v in validation):
+        errors.plot(epochs, [100 * v for v in validation], marker=".", color="C3")
+        errors.set_ylabel("validation error (%)")
+    else:
+        errors.text(0.5, 0.5, "no classifier", ha="center", va="center",
+                    transform=errors.transAxes)
+    errors.set_xlabel("epoch")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _png(figure)
