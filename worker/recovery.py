@@ -136,12 +136,34 @@ def restore_lost(queue: Queue, model_dir: Path, worker_name: str) -> list[str]:
             continue
         if record.cancel_requested and not connection.exists(stop_key(record.id)):
             connection.set(stop_key(record.id), 1, ex=STOP_TTL_S)
-        if job.get_status(refresh=False) in ENDED:
+        status = job.get_status(refresh=False)
+        if status is JobStatus.QUEUED and _astray(queue, job.id):
+            connection.lrem(queue.intermediate_queue_key, 0, job.id)
+            queue.enqueue_job(job)
+            restored.append(record.id)
+            logger.warning("job %s was queued but in no queue (taken by a worker as Redis "
+                           "died?): queued again", record.id)
+        if status in ENDED:
             ended = job.ended_at or job.enqueued_at or job.created_at
             if ended is None or now - ended.timestamp() > RECORD_GRACE_S:
                 remove_record(model_dir, record.id)
     remove_stale_temporaries(model_dir)
     return restored
+
+
+def _astray(queue: Queue, job_id: str) -> bool:
+    """Whether a queued job has been in no queue for ``RESTORE_AFTER_S`` (measured by
+    Redis' clock with ``lapse_key``, as a lease lapse): popped by a worker that died or
+    lost Redis before starting it. A job a worker is taking is started within
+    milliseconds."""
+    connection = queue.connection
+    if connection.lpos(queue.key, job_id) is not None:
+        return False
+    mark, mark_ms = lapse_key(job_id), int(RESTORE_AFTER_S * 10_000)
+    connection.set(mark, 1, nx=True, px=mark_ms)
+    if (mark_ms - max(0, connection.pttl(mark))) / 1000 < RESTORE_AFTER_S:
+        return False
+    return bool(connection.delete(mark))  # one worker wins
 
 
 def remove_ended_scratch(scratch_root: Path, queue: Queue, model_dir: Path) -> None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -115,3 +116,93 @@ def test_a_job_interrupted_by_ctrl_c_resumes_at_the_next_up(tmp_path, fixture_da
         ctrl_c(up, tmp_path)
     assert done["status"] == "finished" and done["attempts"] == 2, done
     assert done["resumed_from_epoch"] >= 1 and done["result"]["version"] == 1
+
+
+def child_pids(up: subprocess.Popen, marker: str) -> list[int]:
+    """The live processes under ``aae up`` whose command line holds ``marker``."""
+    pids = []
+    for process in psutil.Process(up.pid).children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and marker in " ".join(
+                    process.cmdline()):
+                pids.append(process.pid)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return pids
+
+
+def redis_url(up: subprocess.Popen) -> str:
+    """The URL ``aae up`` handed its children."""
+    (worker,) = child_pids(up, "-m worker")
+    return psutil.Process(worker).environ()["AAE_REDIS_URL"]
+
+
+def test_up_brings_back_redis_and_a_worker_and_no_accepted_job_is_lost(
+        tmp_path, fixture_data_dir, wait_for):
+    """kill -9 of the embedded Redis within 100 ms of a 202, and again mid-job, and of the
+    worker: each comes back, the API serves throughout, and each job publishes one
+    version and ends finished (the first one after Redis forgot it, from its record)."""
+    from redis import Redis
+
+    from aae.store import CheckpointStore
+    from aae_jobs.contract import starts_key
+
+    port = free_port()
+    env = up_env(tmp_path, fixture_data_dir, AAE_CHECKPOINT_EVERY="1", AAE_LEASE_TTL_S="3",
+                 AAE_MAINTENANCE_INTERVAL_S="1")
+    up = start_up(tmp_path, env, port, wait_for)
+    body = {"mode": "semi_supervised", "n_labels": 100, "hidden": 64, "batch_size": 20,
+            "validation_size": 300}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            (api,) = child_pids(up, "uvicorn")
+
+            def status(job_id: str) -> dict | None:
+                answer = client.get(f"/jobs/{job_id}")
+                return answer.json() if answer.status_code == 200 else None  # 503: away
+
+            def finished(job_id: str) -> dict | None:
+                now = status(job_id)
+                assert now is None or now["status"] not in ("failed", "stopped"), now
+                return now if now and now["status"] == "finished" else None
+
+            # 1. Redis dies within 100 ms of the 202: the job is still run
+            (redis,) = child_pids(up, "redis-server")
+            submitted = client.post("/jobs/train", json={**body, "epochs": 2})
+            answered = time.monotonic()
+            os.kill(redis, signal.SIGKILL)
+            assert time.monotonic() - answered < 0.1
+            assert submitted.status_code == 202, submitted.text
+            first = submitted.json()["id"]
+            wait_for(lambda: child_pids(up, "redis-server") not in ([], [redis]),
+                     timeout=30, what="Redis to come back")
+            wait_for(lambda: finished(first), timeout=90, what="the first job", interval=0.3)
+
+            # 2. Redis dies mid-job: it comes back and the job finishes, trained once
+            second = client.post("/jobs/train", json={**body, "epochs": 6}).json()["id"]
+            wait_for(lambda: ((status(second) or {}).get("progress") or {}).get("step"),
+                     timeout=60, what="training", interval=0.2)
+            time.sleep(1.5)  # its start is on disk (appendfsync everysec)
+            (redis,) = child_pids(up, "redis-server")
+            os.kill(redis, signal.SIGKILL)
+            wait_for(lambda: child_pids(up, "redis-server") not in ([], [redis]),
+                     timeout=30, what="Redis to come back")
+            done = wait_for(lambda: finished(second), timeout=90, what="the second job",
+                            interval=0.3)
+            assert done["attempts"] == 1 and done["result"]["version"] == 2
+
+            # 3. the worker dies: another one is started
+            (worker,) = child_pids(up, "-m worker")
+            os.kill(worker, signal.SIGKILL)
+            wait_for(lambda: child_pids(up, "-m worker") not in ([], [worker]), timeout=30,
+                     what="a new worker")
+            assert client.get("/healthz").status_code == 200
+            assert child_pids(up, "uvicorn") == [api]  # the API was never stopped
+            with Redis.from_url(redis_url(up)) as connection:
+                assert connection.llen(starts_key(second)) == 1
+    finally:
+        ctrl_c(up, tmp_path)
+    store = CheckpointStore(tmp_path / "models")
+    assert store.versions("mnist-semi-supervised") == [1, 2]
+    assert [store.info("mnist-semi-supervised", v).metrics["job_id"] for v in (1, 2)] == [
+        first, second]
