@@ -40,11 +40,12 @@ PRESETS: dict[str, dict[Mode, dict[str, Any]]] = {
                           "hidden": 3000, "epochs": 1500, "cluster_mapping": "paper"},
     },
     "default": {
-        # The seed's recipe until a measured one beats it on the validation split: none of
-        # the candidates in docs/quality.md has yet (paper-style code, input noise, VAT).
         Mode.UNSUPERVISED: {},  # z = 2: the 2-D latent figure is the point of this mode
         Mode.SUPERVISED: {},
-        Mode.SEMI_SUPERVISED: {},
+        # the seed's recipe plus virtual adversarial training at a small radius: 4.83%
+        # validation error after 20 epochs against the seed's 11.83% (docs/quality.md)
+        Mode.SEMI_SUPERVISED: {"vat_weight": 1.0, "vat_epsilon": 0.5, "vat_xi": 1.0,
+                               "epochs": 20},
         # clusters labelled by the paper's rule, 30 of them as in its headline result
         Mode.CLUSTERING: {"n_classes": 30, "cluster_mapping": "paper"},
     },
