@@ -25,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aae.checkpoints import publish_model  # noqa: E402
 from aae.data import default_data_dir, load_splits  # noqa: E402
+from aae.store import CheckpointStore  # noqa: E402
 from aae.device import tune_cpu_allocator  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
 from aae.training import Progress, Trainer  # noqa: E402
@@ -45,7 +47,7 @@ def parse_sets(pairs: list[str]) -> dict:
 
 
 def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, sets: dict,
-        name: str) -> dict:
+        name: str, store: Path | None = None) -> dict:
     cfg = build_config(preset, **{"mode": mode, "n_labels": labels, "seed": seed, **sets})
     splits = load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
                          seed=cfg.seed)
@@ -73,6 +75,10 @@ def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, s
     trainer = Trainer(cfg, splits, on_progress=on_progress, progress_every=10**9)
     result = trainer.fit()
     test_error = result.metrics["test_error"]  # clusters mapped on the validation split
+    if store is not None:
+        version = publish_model(CheckpointStore(store), name, result.model, result.metrics,
+                                result.extras)
+        write(f"# published as {name} version {version} in {store}")
     best = min(trainer.history, key=lambda h: h["validation_error"])
     m = result.metrics
     write(f"# finished: {m['steps']} steps, {m['train_seconds']:.0f} s training "
@@ -115,6 +121,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         help="a config field, e.g. --set vat_weight=0 (repeatable)")
     parser.add_argument("--name", help="run name (log file prefix)")
+    parser.add_argument("--store", type=Path, help="also publish each trained model into "
+                        "this checkpoint store, named --name")
     parser.add_argument("--table", nargs="*", type=Path, metavar="LOG",
                         help="print the table of these run logs (default: docs/runs/*.log)")
     args = parser.parse_args()
@@ -126,8 +134,8 @@ def main() -> None:
         parser.error("--name is required to train")
     sets = parse_sets(args.sets)
     labels = args.labels if args.mode == "semi_supervised" else None
-    rows = [run(args.data_dir, args.preset, args.mode, labels, seed, sets, args.name)
-            for seed in args.seeds]
+    rows = [run(args.data_dir, args.preset, args.mode, labels, seed, sets, args.name,
+                args.store) for seed in args.seeds]
     errors = [r["test_error"] for r in rows]
     spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
     print(f"\n{args.name}: test error {statistics.mean(errors):.2%} ± {spread:.2%} over seeds "
