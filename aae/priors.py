@@ -9,6 +9,13 @@ import torch
 from aae.config import AAEConfig, PriorKind
 
 
+def _gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """log N(z; mean, std² I), summed over the last dimension."""
+    d = z.shape[-1]
+    return (-0.5 * ((z - mean) / std).pow(2).sum(-1)
+            - d * math.log(std) - 0.5 * d * math.log(2 * math.pi))
+
+
 class GaussianPrior:
     """N(0, std^2 I) in ``dim`` dimensions."""
 
@@ -19,6 +26,10 @@ class GaussianPrior:
                components: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` draws; ``components`` is accepted for symmetry and ignored."""
         return torch.randn(n, self.dim, generator=generator) * self.std
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of each row."""
+        return _gaussian_log_prob(z, torch.zeros_like(z), self.std)
 
 
 class MixturePrior:
@@ -41,6 +52,13 @@ class MixturePrior:
             components = torch.randint(self.k, (n,), generator=generator)
         noise = torch.randn(n, self.dim, generator=generator) * self.component_std
         return self.means[components % self.k] + noise
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of each row: the log of the components' mean density."""
+        means = self.means.to(z.device)
+        per_component = _gaussian_log_prob(z.unsqueeze(1), means.unsqueeze(0),
+                                           self.component_std)
+        return torch.logsumexp(per_component, dim=1) - math.log(self.k)
 
 
 class CategoricalPrior:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from aae.anomaly import calibrate
 from aae.config import AAEConfig, Mode
 from aae.data import Digits, MNISTSplits
 from aae.device import default_device, resolve_precision
@@ -212,4 +213,6 @@ class Trainer:
             "device": self.device.type,
             "precision": self.precision.value,
             "history": self.history,
+            # the anomaly score's threshold, from the validation digits (aae.anomaly)
+            "anomaly": calibrate(self.model, self.splits.validation),
         }

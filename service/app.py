@@ -19,7 +19,8 @@ from service.limits import BodySizeLimit
 from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
 from service.registry import ModelRegistry
 from service import v2
-from service.routes import figures, health, inference, jobs, metrics, models, presets
+from service.routes import (figures, health, inference, jobs, metrics, models, presets,
+                            scores)
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(HTTPMetrics)  # outermost: it also counts what the limit refuses
     app.include_router(inference.router)  # the hot routes first: FastAPI matches in order
     app.include_router(v2.router)
+    app.include_router(scores.router)
     app.include_router(figures.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -85,3 +85,18 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+class ScorePublic(BaseModel):
+    score: float = Field(description="reconstruction error plus -log p(z) per pixel, in nats")
+    reconstruction_error: float = Field(description="mean per-pixel cross-entropy of P(Q(x))")
+    prior_nll: float = Field(description="-log p(z) of the image's code under the prior")
+    is_outlier: bool | None = Field(description="score above the version's threshold; "
+                                    "null when the version has none calibrated")
+
+
+class ScoresPublic(ModelRef):
+    threshold: float | None = Field(description="the 99th percentile of the validation "
+                                    "digits' scores, calibrated at publish time")
+    detail: str | None = None
+    scores: list[ScorePublic]
