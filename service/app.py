@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from aae.store import CheckpointStore
 from service import errors
@@ -58,8 +59,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.jobs.close()
             mark_process_dead()  # several uvicorn workers: this one's gauges go
 
-    app = FastAPI(title="AAE serving", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+    # FastAPIOffline: FastAPI whose /docs and /redoc load packaged assets, not a CDN's
+    app = FastAPIOffline(title="AAE serving", version="0.1.0", description=DESCRIPTION,
+                         lifespan=lifespan)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.add_middleware(HTTPMetrics)  # outermost: it also counts what the limit refuses
