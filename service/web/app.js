@@ -1,0 +1,338 @@
+// The service's page: models, training jobs, and a playground. Plain JavaScript against
+// the documented API; nothing is fetched from another host.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const api = async (path, options = {}) => {
+  const response = await fetch(path, options);
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : await response.blob();
+  if (!response.ok) throw new Error(body.detail || body.error || response.statusText);
+  return body;
+};
+let apiKey = null;
+const authorized = () => (apiKey ? { Authorization: `Bearer ${apiKey}` } : {});
+
+// -- views ---------------------------------------------------------------------------------
+document.querySelectorAll("nav button").forEach((button) => {
+  button.addEventListener("click", () => {
+    document.querySelectorAll("nav button, .view").forEach((e) => e.classList.remove("active"));
+    button.classList.add("active");
+    $(`#${button.dataset.view}`).classList.add("active");
+    if (button.dataset.view === "jobs") refreshJobs();
+  });
+});
+
+// -- models --------------------------------------------------------------------------------
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
+
+async function loadModels() {
+  const models = await api("/models");
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th>model</th><th>versions</th><th>aliases</th></tr></thead>";
+  const body = document.createElement("tbody");
+  for (const model of models) {
+    const row = document.createElement("tr");
+    const name = cell(row, "");
+    const link = document.createElement("a");
+    link.href = "#";
+    link.textContent = model.name;
+    link.addEventListener("click", (event) => { event.preventDefault(); showModel(model.name); });
+    name.appendChild(link);
+    cell(row, model.versions.join(", "));
+    cell(row, Object.entries(model.aliases).map(([a, v]) => `${a} → ${v}`).join(", "));
+    body.appendChild(row);
+  }
+  table.appendChild(body);
+  $("#model-list").replaceChildren(models.length ? table : "No models yet: train one.");
+  const select = $("#play-model");
+  const current = select.value;
+  select.replaceChildren(...models.map((m) => new Option(m.name, m.name)));
+  if (current) select.value = current;
+  if (models.length) refreshPlay();
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${(100 * value).toFixed(2)}%`;
+}
+
+async function showModel(name) {
+  const model = await api(`/models/${encodeURIComponent(name)}`);
+  const detail = $("#model-detail");
+  detail.replaceChildren();
+  const title = document.createElement("h3");
+  title.textContent = name;
+  detail.appendChild(title);
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th>version</th><th>aliases</th><th>created</th>" +
+    "<th>test error</th><th>reconstruction</th><th>dataset</th><th></th></tr></thead>";
+  const body = document.createElement("tbody");
+  for (const v of model.version_details.slice().reverse()) {
+    const row = document.createElement("tr");
+    cell(row, v.version);
+    cell(row, v.aliases.join(", "));
+    cell(row, (v.created_at || "").slice(0, 19));
+    cell(row, percent(v.metrics.test_error));
+    cell(row, v.metrics.test_reconstruction_loss?.toFixed(4) ?? "–");
+    cell(row, v.metrics.dataset ?? "–");
+    const promote = document.createElement("button");
+    promote.textContent = "make production";
+    promote.addEventListener("click", () => moveAlias(name, v.version));
+    cell(row, "").appendChild(promote);
+    body.appendChild(row);
+  }
+  table.appendChild(body);
+  detail.appendChild(table);
+  const latest = model.version_details[model.version_details.length - 1];
+  if (latest && latest.metrics.history) {
+    const curves = new Image();
+    curves.alt = "training curves";
+    curves.src = `/figures/curves?model=${encodeURIComponent(name)}&version=${latest.version}`;
+    detail.appendChild(curves);
+  }
+}
+
+async function moveAlias(name, version) {
+  const put = () => fetch(`/models/${encodeURIComponent(name)}/aliases/production`, {
+    method: "PUT", headers: { "Content-Type": "application/json", ...authorized() },
+    body: JSON.stringify({ version }),
+  });
+  let response = await put();
+  if (response.status === 401) {
+    apiKey = window.prompt("This server needs its API key to move aliases:");
+    response = await put();
+  }
+  if (!response.ok) window.alert((await response.json()).detail);
+  await loadModels();
+  await showModel(name);
+}
+
+// -- jobs ----------------------------------------------------------------------------------
+async function loadPresets() {
+  const presets = await api("/presets");
+  $("#preset").replaceChildren(...Object.keys(presets.presets).map((p) => new Option(p, p)));
+  $("#preset").value = presets.default_preset;
+}
+
+async function refreshJobs() {
+  let jobs = [];
+  try { jobs = await api("/jobs?limit=20"); } catch (error) { return; }
+  const rows = jobs.map((job) => {
+    const row = document.createElement("tr");
+    cell(row, job.id.slice(0, 8));
+    cell(row, job.model);
+    cell(row, job.status);
+    const p = job.progress;
+    cell(row, p ? `epoch ${p.epoch}/${p.epochs}, step ${p.step}/${p.total_steps}` : "");
+    return row;
+  });
+  $("#job-list tbody").replaceChildren(...rows);
+}
+
+$("#job-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("#job-error").textContent = "";
+  const form = new FormData(event.target);
+  const body = { mode: form.get("mode"), preset: form.get("preset") };
+  if (form.get("mode") === "semi_supervised") body.n_labels = Number(form.get("n_labels"));
+  if (form.get("epochs")) body.epochs = Number(form.get("epochs"));
+  if (form.get("name")) body.name = form.get("name");
+  try {
+    if (form.get("extra")) Object.assign(body, JSON.parse(form.get("extra")));
+    const submit = () => fetch("/jobs/train", {
+      method: "POST", headers: { "Content-Type": "application/json", ...authorized() },
+      body: JSON.stringify(body),
+    });
+    let response = await submit();
+    if (response.status === 401) {
+      apiKey = window.prompt("This server needs its API key to start jobs:");
+      response = await submit();
+    }
+    const job = await response.json();
+    if (!response.ok) throw new Error(job.detail);
+    follow(job);
+  } catch (error) {
+    $("#job-error").textContent = error.message;
+  }
+});
+
+let events = null;
+function follow(job) {
+  $("#job-live").hidden = false;
+  $("#job-id").textContent = job.id;
+  const curve = [];
+  if (events) events.close();
+  events = new EventSource(`/jobs/${job.id}/events`);
+  const show = (message) => {
+    const current = JSON.parse(message.data);
+    $("#job-status").textContent = current.status;
+    const p = current.progress;
+    if (p) {
+      $("#job-progress").value = p.step / p.total_steps;
+      const eta = p.eta_s === null ? "" : `, ETA ${Math.round(p.eta_s)} s`;
+      const losses = Object.entries(p.losses).map(([k, v]) => `${k} ${v.toFixed(3)}`);
+      $("#job-text").textContent = `epoch ${p.epoch}/${p.epochs}, step ${p.step}/` +
+        `${p.total_steps}${eta}; validation error ${percent(p.validation_error)}; ` +
+        losses.join(", ");
+      if (p.losses.reconstruction !== undefined) curve.push(p.losses.reconstruction);
+      drawCurve(curve);
+    }
+    if (current.result) $("#job-text").textContent +=
+      ` Published ${current.result.model} version ${current.result.version}.`;
+    if (current.error) $("#job-text").textContent += ` ${current.error}`;
+  };
+  events.addEventListener("job", show);
+  events.addEventListener("end", (message) => {
+    show(message);
+    events.close();
+    loadModels();
+    refreshJobs();
+  });
+  $("#job-cancel").onclick = () => fetch(`/jobs/${job.id}/cancel`,
+                                         { method: "POST", headers: authorized() });
+}
+
+function drawCurve(values) {
+  const canvas = $("#job-curve");
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  if (values.length < 2) return;
+  const max = Math.max(...values), min = Math.min(...values);
+  g.strokeStyle = "#00796b";
+  g.beginPath();
+  values.forEach((v, i) => {
+    const x = (i / (values.length - 1)) * (canvas.width - 10) + 5;
+    const y = canvas.height - 5 - ((v - min) / (max - min || 1)) * (canvas.height - 10);
+    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+  });
+  g.stroke();
+  g.fillText(`reconstruction loss ${values[values.length - 1].toFixed(4)}`, 8, 12);
+}
+
+// -- play ----------------------------------------------------------------------------------
+const draw = $("#draw");
+const pen = draw.getContext("2d");
+function clearDrawing() {
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, draw.width, draw.height);
+}
+clearDrawing();
+let drawing = false;
+const point = (event, canvas) => {
+  const box = canvas.getBoundingClientRect();
+  return [event.clientX - box.left, event.clientY - box.top];
+};
+draw.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  pen.beginPath();
+  pen.moveTo(...point(event, draw));
+});
+draw.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  pen.strokeStyle = "#fff";
+  pen.lineWidth = 18;
+  pen.lineCap = "round";
+  pen.lineTo(...point(event, draw));
+  pen.stroke();
+});
+window.addEventListener("pointerup", () => {
+  if (drawing) { drawing = false; classifyDrawing(); }
+});
+$("#draw-clear").addEventListener("click", () => {
+  clearDrawing();
+  $("#prediction").textContent = "Draw a digit (white on black).";
+});
+
+function drawingPixels() {
+  const small = document.createElement("canvas");
+  small.width = small.height = 28;
+  const g = small.getContext("2d");
+  g.drawImage(draw, 0, 0, 28, 28);
+  const rgba = g.getImageData(0, 0, 28, 28).data;
+  return Array.from({ length: 784 }, (_, i) => rgba[4 * i] / 255);
+}
+
+function model() {
+  return encodeURIComponent($("#play-model").value);
+}
+
+async function classifyDrawing() {
+  const pixels = drawingPixels();
+  const post = (path, accept) => fetch(`${path}?model=${model()}`, {
+    method: "POST", headers: { "Content-Type": "application/json", ...(accept || {}) },
+    body: JSON.stringify({ pixels }),
+  });
+  if (served && ["semi_supervised", "clustering"].includes(served.mode)) {
+    const body = await (await post("/classify")).json();
+    $("#prediction").textContent =
+      `Prediction: ${body.label} (${(100 * Math.max(...body.probabilities)).toFixed(1)}%)`;
+  } else {
+    $("#prediction").textContent = "This model does not classify; its reconstruction:";
+  }
+  if (served && served.mode === "supervised") return;  // it reconstructs given a label
+  const reconstructed = await post("/reconstruct");
+  if (reconstructed.ok) $("#reconstruction").src = URL.createObjectURL(await reconstructed.blob());
+}
+
+const zpad = $("#zpad");
+let z = [0, 0];
+let served = null;  // the config of the version the service serves for the chosen model
+async function decodeZ() {
+  if (!served || served.z_dim !== 2) {
+    $("#z-text").textContent = served ? `this model's code has ${served.z_dim} dimensions` : "";
+    return;
+  }
+  const g = zpad.getContext("2d");
+  g.clearRect(0, 0, zpad.width, zpad.height);
+  g.fillStyle = "#000";
+  g.fillRect(0, 0, zpad.width, zpad.height);
+  g.strokeStyle = "#444";
+  g.beginPath();
+  g.moveTo(zpad.width / 2, 0); g.lineTo(zpad.width / 2, zpad.height);
+  g.moveTo(0, zpad.height / 2); g.lineTo(zpad.width, zpad.height / 2);
+  g.stroke();
+  const extent = 10;
+  g.fillStyle = "#80cbc4";
+  g.beginPath();
+  g.arc((z[0] / extent + 1) * zpad.width / 2, (1 - z[1] / extent) * zpad.height / 2, 5, 0,
+        2 * Math.PI);
+  g.fill();
+  $("#z-text").textContent = `z = (${z[0].toFixed(2)}, ${z[1].toFixed(2)})`;
+  const body = served.mode === "unsupervised" ? { z } : { z, label: Number($("#z-label").value) };
+  const response = await fetch(`/decode?model=${model()}&scale=4`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (response.ok) $("#decoded").src = URL.createObjectURL(await response.blob());
+  else $("#z-text").textContent += ` (${(await response.json()).detail})`;
+}
+zpad.addEventListener("pointerdown", (event) => {
+  const [x, y] = point(event, zpad);
+  z = [(x / zpad.width * 2 - 1) * 10, (1 - y / zpad.height * 2) * 10];
+  decodeZ();
+});
+$("#z-label").addEventListener("change", decodeZ);
+
+async function refreshPlay() {
+  const m = model();
+  if (!m) return;
+  const detail = await api(`/models/${m}`);
+  const version = detail.aliases.production ?? detail.versions[detail.versions.length - 1];
+  served = detail.version_details.find((v) => v.version === version).config;
+  // only the figures that apply: the manifold of a 2-D code, the styles of a class input
+  $("#manifold").hidden = served.z_dim !== 2;
+  if (served.z_dim === 2) $("#manifold").src = `/figures/manifold?model=${m}&n=12`;
+  $("#styles").hidden = served.mode === "unsupervised";
+  if (served.mode !== "unsupervised") $("#styles").src = `/figures/styles?model=${m}&rows=6`;
+  $("#z-label").hidden = served.mode === "unsupervised";
+  decodeZ();
+}
+$("#play-model").addEventListener("change", refreshPlay);
+
+loadModels();
+loadPresets();
+refreshJobs();

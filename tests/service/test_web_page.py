@@ -1,0 +1,159 @@
+"""The web page at / in a real headless Chromium, against a real server (uvicorn), a real
+Redis and a real training worker, with every host but this machine unresolvable: it loads
+without console errors or outside requests, draws and classifies a digit, walks the 2-D
+code, and trains a model from its form with live progress to the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from cli.embedded_redis import EmbeddedRedis
+from service.app import create_app
+from service.settings import ServiceSettings
+
+os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium sends no usage statistics
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory, template_store, make_workers) -> Iterator[str]:
+    model_dir = tmp_path_factory.mktemp("web") / "models"
+    shutil.copytree(template_store, model_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    threads = torch.get_num_threads()
+    workers = make_workers()
+    with EmbeddedRedis() as redis:
+        workers.start(redis.url, model_dir)
+        app = create_app(ServiceSettings(model_dir=model_dir, default_model="digits",
+                                         redis_url=redis.url))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(timeout=30)
+        workers.stop_all()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, "needs Debian's chromium and chromium-driver packages"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1000",
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def requested_urls(driver: webdriver.Chrome) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def wait(driver, condition, timeout: float = 30):
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def view(driver, name: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f"nav button[data-view='{name}']").click()
+
+
+def test_the_page_loads_offline_without_console_errors(browser, base_url):
+    browser.get(base_url + "/")
+    wait(browser, lambda d: "digits" in d.find_element(By.ID, "model-list").text)
+    assert {"digits", "plain", "styles"} <= set(
+        browser.find_element(By.ID, "model-list").text.split())
+    browser.find_element(By.LINK_TEXT, "digits").click()
+    wait(browser, lambda d: "test error" in d.find_element(By.ID, "model-detail").text)
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.querySelector('#model-detail img');"
+        "return i !== null && i.complete && i.naturalWidth > 0"))
+    urls = requested_urls(browser)
+    assert urls and all(u.startswith(base_url) or u.startswith(("data:", "blob:"))
+                        for u in urls), urls
+    assert browser.get_log("browser") == []
+
+
+def test_drawing_a_digit_shows_a_prediction(browser, base_url):
+    browser.get(base_url + "/")
+    view(browser, "play")
+    wait(browser, lambda d: d.find_element(By.ID, "play-model").get_attribute("value"))
+    canvas = browser.find_element(By.ID, "draw")
+    ActionChains(browser).move_to_element_with_offset(canvas, 0, -70).click_and_hold() \
+        .move_by_offset(0, 40).move_by_offset(0, 40).move_by_offset(0, 40).release().perform()
+    wait(browser, lambda d: d.find_element(By.ID, "prediction").text.startswith("Prediction: "))
+    label = browser.find_element(By.ID, "prediction").text.split()[1]
+    assert label.isdigit() and 0 <= int(label) <= 9
+    assert browser.get_log("browser") == []
+
+
+def test_moving_on_the_z_pad_changes_the_decoded_image(browser, base_url):
+    browser.get(base_url + "/")
+    view(browser, "play")
+    pad = browser.find_element(By.ID, "zpad")
+    decoded = browser.find_element(By.ID, "decoded")
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.getElementById('decoded'); return i.complete && i.naturalWidth"))
+    pictures = []
+    for dx, dy in ((-90, 90), (90, -90)):
+        before = decoded.get_attribute("src")
+        ActionChains(browser).move_to_element_with_offset(pad, dx, dy).click().perform()
+        wait(browser, lambda d: decoded.get_attribute("src") != before and d.execute_script(
+            "const i = document.getElementById('decoded'); return i.complete && i.naturalWidth"))
+        pictures.append(decoded.screenshot_as_png)
+    assert pictures[0] != pictures[1]
+    assert "z = (" in browser.find_element(By.ID, "z-text").text
+    assert browser.get_log("browser") == []
+
+
+def test_a_job_from_the_form_shows_live_progress_and_finishes(browser, base_url):
+    browser.get(base_url + "/")
+    view(browser, "jobs")
+    wait(browser, lambda d: d.find_element(By.ID, "preset").get_attribute("value"))
+    form = browser.find_element(By.ID, "job-form")
+    form.find_element(By.NAME, "preset").send_keys("seed")
+    form.find_element(By.NAME, "epochs").send_keys("3")
+    form.find_element(By.NAME, "name").send_keys("from-the-page")
+    form.find_element(By.NAME, "extra").send_keys(
+        '{"hidden": 64, "validation_size": 300, "precision": "fp32", "batch_size": 50}')
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser, lambda d: "epoch" in d.find_element(By.ID, "job-text").text, timeout=60)
+    wait(browser, lambda d: d.find_element(By.ID, "job-status").text == "finished",
+         timeout=120)
+    assert "Published from-the-page version 1" in browser.find_element(By.ID, "job-text").text
+    assert float(browser.find_element(By.ID, "job-progress").get_attribute("value")) == 1.0
+    wait(browser, lambda d: "from-the-page" in d.find_element(By.ID, "model-list").text)
+    assert browser.get_log("browser") == []
