@@ -139,7 +139,7 @@ def _train(report: JobReport, settings: WorkerSettings, device: torch.device, na
         if version is None:  # the dataset by its name, not the worker's path to it
             fence.confirm("publishing")
             metrics = {**result.metrics, "dataset": dataset, "job_id": job.id}
-            version = publish_model(store, name, result.model, metrics)
+            version = publish_model(store, name, result.model, metrics, result.extras)
     return _finish(report, version, name)
 
 
