@@ -13,12 +13,13 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from aae.store import CheckpointStore
-from service import errors
+from service import errors, logs
+from service.encoding import Encoder
 from service.job_metrics import JobMetrics
 from service.jobs import JobQueue
 from service.limits import BodySizeLimit
 from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
-from service.registry import ModelRegistry
+from service.registry import ModelRegistry, pin_mmap_threshold
 from service import v2
 from service.routes import (figures, health, inference, jobs, metrics, models, presets,
                             scores)
@@ -40,6 +41,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         torch.seed()  # unseeded /sample draws: differ between processes and restarts
+        pin_mmap_threshold()  # evicted models' weights go back to the kernel
+        observer = InferenceMetrics()
+        deadline_s = settings.request_deadline_ms / 1000
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         app.state.settings = settings
         app.state.store = CheckpointStore(settings.model_dir)
@@ -47,7 +51,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.store, default_model=settings.default_model, device=settings.device,
             cache_size=settings.model_cache_size, alias_refresh_s=settings.alias_refresh_s,
             executor=executor, max_batch=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000, observer=InferenceMetrics())
+            max_wait_s=settings.max_batch_wait_ms / 1000, max_queue=settings.max_queue,
+            deadline_s=deadline_s, observer=observer)
+        app.state.encoder = Encoder(settings.encode_threads, settings.offload_pixels,
+                                    settings.max_queue, deadline_s, observer.queue("*", "png"))
         app.state.jobs = JobQueue.connect(settings)  # connects on first use
         app.state.metric_collectors = (JobMetrics(app.state.jobs),)
         logger.info("serving models from %s", settings.model_dir)
@@ -56,15 +63,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             yield
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
+            app.state.encoder.close()
             app.state.jobs.close()
             mark_process_dead()  # several uvicorn workers: this one's gauges go
 
     # FastAPIOffline: FastAPI whose /docs and /redoc load packaged assets, not a CDN's
     app = FastAPIOffline(title="AAE serving", version="0.1.0", description=DESCRIPTION,
                          lifespan=lifespan)
+    logs.configure(settings.log_format)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
-    app.add_middleware(HTTPMetrics)  # outermost: it also counts what the limit refuses
+    app.add_middleware(HTTPMetrics)  # it also counts what the limit refuses
+    app.add_middleware(logs.RequestContext)  # outermost: every answer carries its id
     app.include_router(inference.router)  # the hot routes first: FastAPI matches in order
     app.include_router(v2.router)
     app.include_router(scores.router)
@@ -74,7 +84,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(presets.router)
     app.include_router(metrics.router)
-    _add_openapi_components(app, v2.openapi_components())
+    _add_openapi_components(app, {**v2.openapi_components(), **inference.components()})
     return app
 
 

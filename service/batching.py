@@ -12,6 +12,12 @@ the event loop itself. On the CPU a worker thread loses more than it gains: each
 the ~20 small torch calls of a forward pass needs the GIL back from a busy event
 loop, which hands it over only every switch interval (5 ms), so a 4 ms forward pass
 took tens of milliseconds under load.
+
+Admission control: a batcher holds at most ``max_queue`` waiting requests; one more is
+refused at once (``Overloaded("queue_full")``, a 503 with Retry-After). A request still
+waiting ``deadline_s`` after it reached the service (``service.logs.request_start``) is
+dropped when its batch is formed (``Overloaded("deadline")``), never computed. 0 turns
+either off.
 """
 
 from __future__ import annotations
@@ -24,9 +30,32 @@ from dataclasses import dataclass
 
 import torch
 
+from service.errors import Overloaded
+from service.logs import request_start
+
 logger = logging.getLogger(__name__)
 
 Forward = Callable[..., Sequence[torch.Tensor]]
+
+
+class Depth:
+    """Where a queue reports its depth (a Prometheus gauge's child, in the service)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+    def dec(self, amount: float = 1) -> None: ...
+
+
+def deadline_of(deadline_s: float, now: float) -> float:
+    """When the current request must have started computing (inf: no deadline)."""
+    if deadline_s <= 0:
+        return float("inf")
+    start = request_start.get()
+    return (now if start is None else start) + deadline_s
+
+
+def shed_late(deadline_s: float) -> Overloaded:
+    return Overloaded("deadline", f"the request waited over the deadline of "
+                      f"{deadline_s * 1000:.0f} ms for its turn and was not computed")
 
 
 @dataclass(frozen=True)
@@ -46,21 +75,30 @@ class Batcher:
     runs on its own."""
 
     def __init__(self, forward: Forward, executor: Executor | None, max_batch: int,
-                 max_wait_s: float, observe: Callable[[PassReport], None] | None = None
+                 max_wait_s: float, observe: Callable[[PassReport], None] | None = None,
+                 max_queue: int = 0, deadline_s: float = 0.0, depth: Depth | None = None
                  ) -> None:
         self.forward, self.executor = forward, executor
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.observe = observe  # called with a PassReport after each pass
-        self._queue: list[tuple[tuple[torch.Tensor, ...], asyncio.Future, float]] = []
+        self.max_queue, self.deadline_s = max_queue, deadline_s
+        self.depth = depth or Depth()
+        # (inputs, future, arrival, deadline), oldest first
+        self._queue: list[tuple[tuple[torch.Tensor, ...], asyncio.Future, float, float]] = []
         self._rows = 0
         self._full = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._shared = False  # whether the last batch held more than one request
 
     async def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if self.max_queue and len(self._queue) >= self.max_queue:
+            raise Overloaded("queue_full", f"{len(self._queue)} requests are waiting for this "
+                             f"model, the most it queues ({self.max_queue}); retry later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self._queue.append((inputs, future, loop.time()))
+        now = loop.time()
+        self._queue.append((inputs, future, now, deadline_of(self.deadline_s, now)))
+        self.depth.inc()
         self._rows += inputs[0].shape[0]
         if self._rows >= self.max_batch:
             self._full.set()
@@ -68,15 +106,24 @@ class Batcher:
             self._worker = asyncio.create_task(self._run())
         return await future
 
-    def _take(self) -> list[tuple[tuple[torch.Tensor, ...], asyncio.Future, float]]:
-        batch, rows = [], 0
+    def _take(self, now: float) -> list[tuple[tuple[torch.Tensor, ...], asyncio.Future, float,
+                                              float]]:
+        """The next batch, oldest first; requests past their deadline are dropped."""
+        batch, rows, taken = [], 0, 0
         while self._queue:
             n = self._queue[0][0][0].shape[0]
             if batch and rows + n > self.max_batch:
                 break
-            batch.append(self._queue.pop(0))
+            item = self._queue.pop(0)
+            taken += 1
+            self._rows -= n
+            if item[3] < now:
+                if not item[1].done():
+                    item[1].set_exception(shed_late(self.deadline_s))
+                continue
+            batch.append(item)
             rows += n
-        self._rows -= rows
+        self.depth.dec(taken)
         if self._rows < self.max_batch:
             self._full.clear()
         return batch
@@ -89,11 +136,13 @@ class Batcher:
                     await asyncio.wait_for(self._full.wait(), self.max_wait_s)
                 except TimeoutError:
                     pass
-            batch = self._take()
-            sizes = [inputs[0].shape[0] for inputs, _, _ in batch]
+            batch = self._take(loop.time())
+            if not batch:
+                continue
+            sizes = [inputs[0].shape[0] for inputs, *_ in batch]
             self._shared = len(batch) > 1
             joined = [torch.cat(parts) if len(parts) > 1 and parts[0] is not None else parts[0]
-                      for parts in zip(*(inputs for inputs, _, _ in batch))]
+                      for parts in zip(*(inputs for inputs, *_ in batch))]
             start = loop.time()
             try:
                 if self.executor is None:
@@ -102,12 +151,12 @@ class Batcher:
                     outputs = await loop.run_in_executor(self.executor, self._forward, joined)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 self._report(batch, sizes, start, loop.time(), ok=False)
-                for _, future, _ in batch:
+                for _, future, *_ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self._report(batch, sizes, start, loop.time(), ok=True)
-            for i, (_, future, _) in enumerate(batch):
+            for i, (_, future, *_) in enumerate(batch):
                 if not future.done():
                     start_row = sum(sizes[:i])
                     future.set_result(tuple(None if out is None else
@@ -118,7 +167,7 @@ class Batcher:
                 ok: bool) -> None:
         if self.observe is not None:
             self.observe(PassReport(rows=sum(sizes), compute_s=end - start,
-                                    queued_s=tuple(start - arrived for _, _, arrived in batch),
+                                    queued_s=tuple(start - item[2] for item in batch),
                                     ok=ok))
 
     def _forward(self, inputs: list[torch.Tensor]) -> Sequence[torch.Tensor]:

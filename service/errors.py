@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.metrics import SHED_REQUESTS
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
                         CheckpointNotFound, InvalidInput, InvalidName)
 
@@ -36,6 +37,12 @@ class ServiceError(Exception):
         self.detail = detail
 
 
+class BadRequest(ServiceError):
+    """A body that cannot be parsed (invalid JSON, nested too deep, not UTF-8)."""
+
+    title = "Malformed request body"
+
+
 class BadImage(ServiceError):
     title = "Not a usable image"
 
@@ -53,6 +60,20 @@ class UnsupportedMediaType(ServiceError):
 class ServiceUnavailable(ServiceError):
     status = 503
     title = "Service unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """Admission control shed the request before computing it: its model's queue is full
+    (``queue_full``) or it waited past the request deadline (``deadline``). Counted in
+    ``aae_requests_shed_total`` by reason when raised."""
+
+    title = "Overloaded"
+
+    def __init__(self, reason: str, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.headers = {"Retry-After": str(max(1, retry_after_s))}
+        SHED_REQUESTS.labels(reason).inc()
 
 
 class Unauthorized(ServiceError):
@@ -95,6 +116,34 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(path: str, status: int, title: str, detail: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error document for a request to ``path``: the Open Inference Protocol's
+    ``{"error": message}`` under /v2 (400 where the other routes say 422), else a
+    problem document."""
+    if is_v2(path):
+        return JSONResponse({"error": detail}, status_code=400 if status == 422 else status,
+                            headers=headers)
+    return problem(status, title, detail, headers)
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """The methods of every route whose path matches the request's (for 405's Allow)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches({**scope, "method": next(iter(route_methods))}
+                                           )[0] is Match.FULL:
+            methods |= route_methods
+    return sorted(methods)
+
+
 def status_of(exc: AAEError) -> tuple[int, str]:
     for cls, status, title in LIBRARY_STATUS:
         if isinstance(exc, cls):
@@ -104,8 +153,8 @@ def status_of(exc: AAEError) -> tuple[int, str]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.headers)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(request.url.path, exc.status, exc.title, exc.detail, exc.headers)
 
     @app.exception_handler(AAEError)
     async def _library(_: Request, exc: AAEError) -> JSONResponse:
@@ -126,12 +175,23 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):  # not JSON at all
+            return problem(400, BadRequest.title, f"body is not valid JSON: {detail}",
+                           errors=errors)
         return problem(422, "Invalid request", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if request.url.path == "/v2" or request.url.path.startswith("/v2/"):
-            # the Open Inference Protocol's error shape, on unknown routes under /v2 too
-            return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
-                                headers=exc.headers)
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: every method the resource has
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        # the Open Inference Protocol's error shape under /v2, unknown routes included
+        return error_response(request.url.path, exc.status_code, str(exc.detail),
+                              str(exc.detail), headers or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return error_response(request.url.path, 500, "Internal error",
+                              f"unexpected {type(exc).__name__}; see the logs of this "
+                              "request id")

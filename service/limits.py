@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, problem
+from service.errors import PayloadTooLarge, error_response
 
 
 class BodySizeLimit:
     """ASGI middleware: a body declared (``Content-Length``) or found (chunked) to be over
-    ``limit`` bytes is answered with a 413 problem document; the route never runs.
+    ``limit`` bytes is answered with a 413 error document (a problem document, or the
+    protocol's under /v2); the route never runs.
     A chunked body is buffered here (up to the limit) so that it can be measured first."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, detail: str) -> None:
-        response = problem(PayloadTooLarge.status, PayloadTooLarge.title, detail)
+        response = error_response(scope["path"], PayloadTooLarge.status, PayloadTooLarge.title,
+                                  detail)
         await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,15 +14,16 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Gauge, Histogram, generate_latest, multiprocess)
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batching import PassReport
-from service.registry import LoadedModel
+if TYPE_CHECKING:  # annotations only: the batcher and the registry import this module's users
+    from service.batching import PassReport
+    from service.registry import LoadedModel
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
@@ -46,6 +47,11 @@ CACHE_HITS = Counter("aae_model_cache_hits_total", "Requests whose model was alr
                      "loaded", ["model", "version"])
 CACHE_MISSES = Counter("aae_model_cache_misses_total", "Requests that had to load their "
                        "model (or wait for its load)", ["model", "version"])
+QUEUE_DEPTH = Gauge("aae_inference_queue_depth", "Requests waiting for a forward pass or "
+                    "an encoder thread, by model and stage", ["model", "stage"],
+                    multiprocess_mode="livesum")
+SHED_REQUESTS = Counter("aae_requests_shed_total", "Requests answered 503 by admission "
+                        "control, never computed: queue_full or deadline", ["reason"])
 MODELS_LOADED = Gauge("aae_models_loaded", "Model versions held in memory (1 while loaded)",
                       ["model", "version"], multiprocess_mode="livesum")
 
@@ -64,10 +70,14 @@ class InferenceMetrics:
     def unloaded(self, name: str, version: int) -> None:
         MODELS_LOADED.labels(name, str(version)).set(0)
 
-    def batch(self, loaded: LoadedModel, operation: str, report: PassReport) -> None:
-        labels = (loaded.name, str(loaded.version), operation)
+    def batch(self, name: str, version: int, operation: str, report: PassReport) -> None:
+        labels = (name, str(version), operation)
         BATCH_SIZE.labels(*labels).observe(report.rows)
         FORWARD_SECONDS.labels(*labels).observe(report.compute_s)
+
+    def queue(self, name: str, stage: str) -> Any:
+        """The queue-depth gauge of a model's stage (the batcher moves it up and down)."""
+        return QUEUE_DEPTH.labels(name, stage)
 
 
 class HTTPMetrics:
@@ -108,7 +118,8 @@ class HTTPMetrics:
             await self.app(scope, receive, send_status)
         finally:
             in_progress.dec()
-            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            route = getattr(scope.get("route"), "path", None) or (
+                scope["path"] if "endpoint" in scope else "<unmatched>")  # /docs, /redoc
             requests, latency = self._children(route, method, status)
             requests.inc()
             latency.observe(time.perf_counter() - start)

@@ -33,6 +33,22 @@ class ServiceSettings(AAESettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)  # before resizing to 28x28
     max_images: int = Field(256, ge=1)  # images or codes in one request
     max_samples: int = Field(256, ge=1)  # n of GET /sample
+    # the work of one request: output pixels (images x 784 x scale^2 of a PNG); the
+    # default lets max_samples images at the largest scale through
+    max_output_pixels: int = Field(256 * 784 * 16 * 16, ge=784)
+    max_json_depth: int = Field(32, ge=2)  # nesting of a JSON body, checked before parsing
+
+    # admission control: past these a request is answered 503 with Retry-After at once
+    # (never computed); 0 turns each off
+    max_queue: int = Field(256, ge=0)  # requests waiting per model stage (batch, encode)
+    request_deadline_ms: float = Field(2000.0, ge=0)  # a request still queued then is shed
+    # PNGs (and JSON pixel lists) of more pixels than this are made on encode_threads
+    # worker threads, off the event loop (zlib releases the GIL)
+    offload_pixels: int = Field(200_000, ge=0)
+    encode_threads: int = Field(1, ge=1)
+
+    # logs: "text" (one readable line) or "json" (one JSON object per line)
+    log_format: str = Field("text", pattern="^(text|json)$")
 
     # training jobs (on the queue of AAE_REDIS_URL / AAE_QUEUE)
     job_timeout_s: int = Field(24 * 3600, ge=1)  # a job running longer is killed

@@ -11,16 +11,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from aae.errors import CapabilityError, InvalidInput
 from aae.inputs import codes
 from service.deps import ModelQuery, VersionQuery, serving
+from service.encoding import PIXELS
 from service.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
-from service.images import png
 from service.inputs import read_images
 from service.query_route import QueryOnlyRoute
 from service.registry import LoadedModel
 from service.settings import ServiceSettings
 from service.schemas import (ClassificationPublic, CodePublic, DecodeCreate, ImagesPublic)
 
+# 503: shed by admission control (queue full, or past the deadline), with Retry-After
 router = APIRouter(tags=["inference"], route_class=QueryOnlyRoute,
-                   responses=problem_responses(400, 404, 409, 413, 415, 422))
+                   responses=problem_responses(400, 404, 409, 413, 415, 422, 503))
 
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -41,6 +42,12 @@ IMAGE_RESPONSE = {"content": {"image/png": {}, "application/json": {
 Scale = Annotated[int, Query(ge=1, le=16, description="enlarge each pixel of the PNG")]
 
 
+def components() -> dict[str, dict]:
+    """Schemas the routes refer to by hand (IMAGE_RESPONSE), for the OpenAPI document."""
+    return {"ImagesPublic": ImagesPublic.model_json_schema(ref_template="#/components/schemas/"
+                                                           "{model}")}
+
+
 def _json(payload: dict) -> Response:
     # orjson: the stdlib's float formatting took 7% of a /classify request
     return Response(orjson.dumps(payload), media_type="application/json")
@@ -51,18 +58,28 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "image/png" not in accept.split(",")[0]
 
 
-def _images_response(request: Request, loaded: LoadedModel, images: torch.Tensor,
-                     scale: int) -> Response:
+def check_work(request: Request, n: int, scale: int, limit: int) -> None:
+    """The work cap: the pixels of the answer (n images x 784 x scale^2 for a PNG)."""
+    pixels = n * PIXELS * (1 if _wants_json(request) else scale * scale)
+    if pixels > limit:
+        raise InvalidInput(f"{n} images at scale {scale} is {pixels} output pixels, over the "
+                           f"limit of {limit} per request")
+
+
+async def _images_response(request: Request, loaded: LoadedModel, images: torch.Tensor,
+                           scale: int) -> Response:
+    encoder = request.app.state.encoder  # large bodies are made off the event loop
     if _wants_json(request):
-        return _json({"model": loaded.name, "version": loaded.version,
-                      "images": images.tolist()})
-    return Response(png(images, scale), media_type="image/png",
+        return Response(await encoder.json(loaded.name, loaded.version, images),
+                        media_type="application/json")
+    return Response(await encoder.png(images, scale), media_type="image/png",
                     headers={"X-Model": loaded.name, "X-Model-Version": str(loaded.version)})
 
 
 async def _images(request: Request, settings: ServiceSettings) -> torch.Tensor:
     return await read_images(request, max_images=settings.max_images,
-                             max_pixels=settings.max_image_pixels)
+                             max_pixels=settings.max_image_pixels,
+                             max_depth=settings.max_json_depth)
 
 
 @router.post("/encode", response_model=CodePublic, openapi_extra=IMAGE_BODY,
@@ -111,9 +128,10 @@ async def reconstruct(request: Request,
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
     x = await _images(request, settings)
+    check_work(request, x.shape[0], scale, settings.max_output_pixels)
     labels = loaded.model.reconstruction_labels(label, x.shape[0], loaded.name)
     (images,) = await loaded.batchers["reconstruct"](x, labels)
-    return _images_response(request, loaded, images, scale)
+    return await _images_response(request, loaded, images, scale)
 
 
 async def json_body(request: Request) -> None:
@@ -134,10 +152,11 @@ async def decode(request: Request, body: DecodeCreate, model: ModelQuery = None,
     rows = body.z if body.z and isinstance(body.z[0], list) else [body.z]
     if len(rows) > settings.max_images:
         raise PayloadTooLarge(f"{len(rows)} codes is over the limit of {settings.max_images}")
+    check_work(request, len(rows), scale, settings.max_output_pixels)
     z = codes(rows, loaded.model.cfg.z_dim, f"{loaded.name} version {loaded.version}")
     y = loaded.model.decoder_classes(body.label, z.shape[0], loaded.name)
     (images,) = await loaded.batchers["decode"](z, y)
-    return _images_response(request, loaded, images, scale)
+    return await _images_response(request, loaded, images, scale)
 
 
 @router.get("/sample", responses={200: IMAGE_RESPONSE}, response_class=Response,
@@ -154,11 +173,12 @@ async def sample(request: Request,
     registry, settings = serving(request)
     if n > settings.max_samples:
         raise InvalidInput(f"n={n} is over the limit of {settings.max_samples}")
+    check_work(request, n, scale, settings.max_output_pixels)
     loaded = await registry.get(model, version)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     z, y = loaded.model.sample_codes(n, label, generator, subject=loaded.name)
     (images,) = await loaded.batchers["decode"](z, y)
-    return _images_response(request, loaded, images, scale)
+    return await _images_response(request, loaded, images, scale)
 
 
 __all__ = ["router", "ImagesPublic"]

@@ -2,7 +2,9 @@
 documents of the other routes. ``V2Route`` converts the library's and the service's
 exceptions for this router's handlers; the statuses come from the service's one table
 (``service.errors.status_of``), except that the protocol answers every invalid request
-with 400 where the other routes say 422.
+with 400 where the other routes say 422. Sheds by admission control are 503s with
+``Retry-After`` here too; 405s and errors of unknown routes under /v2 get the same shape
+from ``service.errors.error_response``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from service.errors import ServiceError, status_of
 logger = logging.getLogger(__name__)
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def protocol_status(status: int) -> int:
@@ -44,8 +46,8 @@ class V2Route(APIRoute):
                 return error(400, "; ".join(
                     f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
                     for e in exc.errors()))
-            except ServiceError as exc:
-                return error(protocol_status(exc.status), exc.detail)
+            except ServiceError as exc:  # a shed (503) keeps its Retry-After
+                return error(protocol_status(exc.status), exc.detail, exc.headers)
             except AAEError as exc:
                 status, title = status_of(exc)
                 if status >= 500:

@@ -637,10 +637,11 @@ def test_wrong_json_shape_is_422(client, problem, body, detail):
     problem(response, 422, detail)
 
 
-def test_invalid_json_is_422(client, problem):
+def test_invalid_json_is_400(client, problem):
+    """An unparseable body is a 400, as the README says (issue 12: it was a 422 here)."""
     response = client.post("/encode", content=b'{"pixels": [', headers={
         "content-type": "application/json"})
-    assert problem(response, 422)["detail"].startswith("body is not valid JSON: ")
+    assert problem(response, 400)["detail"].startswith("body is not valid JSON: ")
 
 
 @pytest.mark.parametrize("body", ['{"z": "abc"}', '{"z": [0, 0], "label": 1, "extra": 1}',
