@@ -53,6 +53,7 @@ an exception from a crash (``worker.outcomes``).
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +67,14 @@ STOP_GRACE_S = 30.0  # how long a stopping job waits for its worker to end it
 
 JOBS_METRICS_KEY = "aae:metrics:jobs"  # "<outcome>|<device>" -> jobs ended so
 STEPS_METRICS_KEY = "aae:metrics:steps"  # "<device>|count", "<device>|seconds"
+
+
+SAMPLES_DIR = ".samples"  # under the checkpoint store's root, one directory per job
+
+
+def samples_dir(model_dir: Path, job_id: str) -> Path:
+    """Where a job's sample grids live (``worker.samples``), readable by the API."""
+    return Path(model_dir) / SAMPLES_DIR / job_id
 
 
 def stop_key(job_id: str) -> str:
@@ -169,4 +178,5 @@ class JobMeta(BaseModel):
     device: str | None = None
     resumed_from_epoch: int | None = None
     checkpoint_epoch: int | None = None
+    sample_epoch: int | None = None  # epoch of the latest sample grid (worker.samples)
     result: JobResult | None = None

@@ -105,6 +105,8 @@ class TrainJobPublic(BaseModel):
                           "a crash)")
     resumed_from_epoch: int | None = Field(None, description="the saved epoch the last "
                                            "attempt resumed from, if it resumed")
+    samples: str | None = Field(None, description="URL of the latest grid of samples, drawn "
+                                "at the last epoch's end (GET it for a PNG)")
     checkpoint_epoch: int | None = Field(None, description="epoch of the newest resumable "
                                          "state")
     cancel_requested: bool = Field(False, description="whether the job was asked to "

@@ -173,6 +173,8 @@ class JobQueue:
             dataset_checked=meta.dataset_checked, stage=meta.stage, progress=meta.progress,
             attempts=meta.attempts, resumed_from_epoch=meta.resumed_from_epoch,
             checkpoint_epoch=meta.checkpoint_epoch,
+            samples=(f"/jobs/{job.id}/samples/latest.png?epoch={meta.sample_epoch}"
+                     if meta.sample_epoch is not None else None),
             cancel_requested=cancel_requested or status in (JobStatus.CANCELED,
                                                             JobStatus.STOPPED),
             result=meta.result if status is JobStatus.FINISHED else None,

@@ -51,6 +51,7 @@ from aae.training import Progress, Trainer
 from aae_jobs.contract import STOP_GRACE_S, TRAIN_TASK, JobResult, Stage
 from worker.control import Fence, JobReport, Lease, StopFlag, Superseded
 from worker.metrics import StepTimer
+from worker.samples import save_samples
 from worker.settings import WorkerSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ def _train(report: JobReport, settings: WorkerSettings, device: torch.device, na
 
     trainer = Trainer(cfg, splits, device=device, on_progress=on_progress,
                       should_stop=StopFlag(fence),
-                      on_epoch_end=_saver(scratch, settings.checkpoint_every, report),
+                      on_epoch_end=_saver(scratch, settings.checkpoint_every, report,
+                                          settings.model_dir, job.id),
                       progress_every=settings.progress_every)
     resumed = load_state(trainer, scratch)
     report.update(stage=Stage.TRAINING.value, resumed_from_epoch=resumed,
@@ -181,17 +183,21 @@ def _stop_through_rq(job: Job) -> None:
     logger.error("job %s: its worker did not stop it within %.0f s", job.id, STOP_GRACE_S)
 
 
-def _saver(scratch: Path, every: int, report: JobReport) -> Callable[[Trainer], None]:
-    """``Trainer.on_epoch_end``: a resumable state every ``every`` epochs (not after the
-    last one: the model is published then), only by the attempt holding the fence."""
+def _saver(scratch: Path, every: int, report: JobReport, model_dir: Path,
+           job_id: str) -> Callable[[Trainer], None]:
+    """``Trainer.on_epoch_end``: a grid of samples every epoch, and a resumable state
+    every ``every`` epochs (not after the last one: the model is published then), only
+    by the attempt holding the fence."""
     def on_epoch_end(trainer: Trainer) -> None:
+        try:
+            report.fence.check()  # Superseded passes through
+        except RedisError as exc:
+            logger.warning("cannot confirm the job's fence, not saving epoch %d: %s",
+                           trainer.epoch, exc)
+            return
+        save_samples(trainer, model_dir, job_id)
+        report.update(sample_epoch=trainer.epoch)
         if trainer.epoch % every == 0 and trainer.step < trainer.total_steps:
-            try:
-                report.fence.check()  # Superseded passes through
-            except RedisError as exc:
-                logger.warning("cannot confirm the job's fence, not saving epoch %d: %s",
-                               trainer.epoch, exc)
-                return
             save_state(trainer, scratch)
             report.update(checkpoint_epoch=trainer.epoch)
     return on_epoch_end

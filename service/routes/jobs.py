@@ -14,12 +14,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from aae_jobs.contract import ENDED, JobStatus
+from aae_jobs.contract import ENDED, JobStatus, samples_dir
 from service.auth import RequireApiKey
 from service.deps import SettingsDep
-from service.errors import problem_responses
+from service.errors import JobNotFound, problem_responses
 from service.job_schemas import TrainJobCreate, TrainJobPublic
 from service.jobs import JobQueueDep
 
@@ -77,3 +78,14 @@ async def job_events(job_id: Annotated[str, Depends(existing_job)], jobs: JobQue
                      settings: SettingsDep) -> AsyncIterable[ServerSentEvent]:
     async for job in jobs.follow(job_id, settings.job_events_poll_s):
         yield ServerSentEvent(event="end" if job.status in ENDED else "job", data=job)
+
+
+@router.get("/{job_id}/samples/latest.png", response_class=FileResponse,
+            responses={**problem_responses(404),
+                       200: {"content": {"image/png": {}}, "description": "a PNG grid"}},
+            summary="The latest grid of samples a job drew (at its last epoch's end)")
+def job_samples(job_id: JobId, settings: SettingsDep) -> FileResponse:
+    path = samples_dir(settings.model_dir, job_id) / "latest.png"
+    if not path.is_file():  # the grids outlive the job, and need no Redis
+        raise JobNotFound(f"job {job_id} has drawn no samples (yet)")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -182,6 +182,10 @@ function follow(job) {
       if (p.losses.reconstruction !== undefined) curve.push(p.losses.reconstruction);
       drawCurve(curve);
     }
+    if (current.samples && $("#job-samples").getAttribute("src") !== current.samples) {
+      $("#job-samples").src = current.samples;
+      $("#job-samples").hidden = false;
+    }
     if (current.result) $("#job-text").textContent +=
       ` Published ${current.result.model} version ${current.result.version}.`;
     if (current.error) $("#job-text").textContent += ` ${current.error}`;

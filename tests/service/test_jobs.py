@@ -6,6 +6,8 @@ jobs must stay queued submit to a queue nobody works on."""
 
 from __future__ import annotations
 
+import io
+
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 import torch
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -130,6 +133,14 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     assert final["progress"]["step"] == final["progress"]["total_steps"] == 3 * (1700 // 20)
     assert set(final["progress"]["losses"]) == {"reconstruction", "discriminator", "generator"}
     assert final["ended_at"] and final["attempts"] == 1
+
+    # a grid of samples at every epoch's end, named by the events, kept after the job
+    named = {e["samples"] for _, e in stream if e["samples"]}
+    assert len(named) >= 2 and final["samples"].endswith("latest.png?epoch=3")
+    grid = client.get(final["samples"])
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(grid.content)).size == (10 * 28, 4 * 28)
+    problem(client.get("/jobs/no-such-job/samples/latest.png"), 404)
 
     assert client.get(f"/jobs/{job['id']}").json() == final
     assert job["id"] in [j["id"] for j in client.get("/jobs", params={"status": "finished"}).json()]

@@ -155,5 +155,9 @@ def test_a_job_from_the_form_shows_live_progress_and_finishes(browser, base_url)
          timeout=120)
     assert "Published from-the-page version 1" in browser.find_element(By.ID, "job-text").text
     assert float(browser.find_element(By.ID, "job-progress").get_attribute("value")) == 1.0
-    wait(browser, lambda d: "from-the-page" in d.find_element(By.ID, "model-list").text)
+    wait(browser, lambda d: d.execute_script(  # the latest grid of samples is shown
+        "const i = document.getElementById('job-samples');"
+        "return !i.hidden && i.complete && i.naturalWidth === 280"))
+    wait(browser, lambda d: "from-the-page" in d.find_element(  # hidden view: textContent
+        By.ID, "model-list").get_attribute("textContent"))
     assert browser.get_log("browser") == []

@@ -1,0 +1,69 @@
+"""A small grid of samples drawn at every epoch's end of a training job, so that users
+can watch the model learn (``GET /jobs/<id>/samples/latest.png``).
+
+The grids live in ``<model_dir>/.samples/<job id>/`` on the shared volume, beside the
+store (which ignores names starting with a dot), and outlive the job: ``epoch-<n>.png``
+for each epoch and ``latest.png``, each replaced atomically. The draws come from their
+own seeded generator, with dropout off, so they neither change nor depend on the
+training's random stream (resumed runs stay bit-exact).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from aae.training import Trainer
+from aae_jobs.contract import samples_dir
+
+ROWS, COLUMNS = 4, 10
+
+
+def grid_png(images: torch.Tensor, columns: int) -> bytes:
+    """A PNG of (n, 784) images in [0, 1], ``columns`` to a row."""
+    tiles = (images.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, 28, 28).numpy()
+    rows = -(-len(tiles) // columns)
+    canvas = np.zeros((rows * 28, columns * 28), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        canvas[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = tile
+    buffer = io.BytesIO()
+    Image.fromarray(canvas, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def save_samples(trainer: Trainer, model_dir: Path, job_id: str) -> Path:
+    """Draw ROWS x COLUMNS samples (for models with a class input, column j is class j)
+    and write them as this epoch's grid and the latest one; returns the latest's path."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    try:
+        generator = torch.Generator().manual_seed(0)
+        n = ROWS * COLUMNS
+        labels = torch.arange(n) % COLUMNS if model.cfg.uses_labels else None
+        if labels is not None and model.cfg.n_classes < COLUMNS:
+            labels = labels % model.cfg.n_classes
+        images = model.sample(n, labels=labels, generator=generator).cpu()
+    finally:
+        model.train(was_training)
+    directory = samples_dir(model_dir, job_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = grid_png(images, COLUMNS)
+    _replace(directory / f"epoch-{trainer.epoch}.png", data)
+    latest = directory / "latest.png"
+    _replace(latest, data)
+    return latest
