@@ -94,7 +94,7 @@ def path(a: torch.Tensor, b: torch.Tensor, steps: int, spherical: bool) -> torch
     if spherical:
         cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
         omega = torch.arccos(cos.clamp(-1, 1))
-        if omega.abs() > 1e-6:
+        if torch.sin(omega) > 1e-4:  # not (anti)parallel: the great circle is defined
             return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
     return (1 - t) * a + t * b
 

@@ -333,6 +333,13 @@ async function refreshPlay() {
   $("#styles").hidden = served.mode === "unsupervised";
   if (served.mode !== "unsupervised") $("#styles").src = `/figures/styles?model=${m}&rows=6`;
   $("#z-label").hidden = served.mode === "unsupervised";
+  // the way between two codes two prior deviations apart, along the great circle
+  const a = Array(served.z_dim).fill(-2 * served.prior_std / Math.sqrt(served.z_dim));
+  const interpolated = await fetch(`/interpolate?model=${m}&steps=10&spherical=true`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ z: [a, a.map((v, i) => (i === 0 ? -v : v))] }),
+  });
+  if (interpolated.ok) $("#interpolation").src = URL.createObjectURL(await interpolated.blob());
   decodeZ();
 }
 $("#play-model").addEventListener("change", refreshPlay);
