@@ -113,10 +113,70 @@ async function moveAlias(name, version) {
 }
 
 // -- jobs ----------------------------------------------------------------------------------
-async function loadPresets() {
-  const presets = await api("/presets");
-  $("#preset").replaceChildren(...Object.keys(presets.presets).map((p) => new Option(p, p)));
-  $("#preset").value = presets.default_preset;
+// The training form, built from the job API's own schema (TrainJobCreate in /openapi.json):
+// a field left empty takes the preset's value.
+const MAIN_FIELDS = ["mode", "preset", "n_labels", "epochs", "name", "dataset"];
+let jobSchema = {};
+
+function fieldSchema(schema, components) {
+  const resolve = (s) => (s.$ref ? components[s.$ref.split("/").pop()] : s);
+  let field = resolve(schema);
+  if (field.anyOf) field = resolve(field.anyOf.find((s) => s.type !== "null") || field.anyOf[0]);
+  return { ...field, description: schema.description || field.description };
+}
+
+function input(name, field) {
+  const label = document.createElement("label");
+  label.textContent = `${name} `;
+  label.title = field.description || "";
+  let control;
+  if (field.enum) {
+    control = document.createElement("select");
+    control.append(new Option("(preset's)", ""), ...field.enum.map((v) => new Option(v, v)));
+  } else {
+    control = document.createElement("input");
+    control.type = ["integer", "number"].includes(field.type) ? "number" : "text";
+    if (field.type === "number") control.step = "any";
+    if (field.type === "array") control.placeholder = "comma-separated";
+  }
+  control.name = name;
+  control.dataset.type = field.type || "string";
+  label.appendChild(control);
+  return label;
+}
+
+async function loadJobForm() {
+  const [openapi, presets] = await Promise.all([api("/openapi.json"), api("/presets")]);
+  const components = openapi.components.schemas;
+  const properties = components.TrainJobCreate.properties;
+  jobSchema = Object.fromEntries(Object.entries(properties).map(
+    ([name, schema]) => [name, fieldSchema(schema, components)]));
+  const main = MAIN_FIELDS.filter((f) => f in jobSchema).map((f) => input(f, jobSchema[f]));
+  const more = Object.keys(jobSchema).filter((f) => !MAIN_FIELDS.includes(f))
+    .map((f) => input(f, jobSchema[f]));
+  $("#job-fields").replaceChildren(...main);
+  $("#job-more-fields").replaceChildren(...more);
+  const form = $("#job-form");
+  form.elements.mode.value = "semi_supervised";
+  form.elements.preset.value = presets.default_preset;
+  form.elements.n_labels.value = "100";
+}
+
+function jobBody(form) {
+  const body = {};
+  for (const control of form.querySelectorAll("[name]")) {
+    const value = control.value.trim();
+    if (value === "") continue;
+    const type = control.dataset.type;
+    if (type === "integer" || type === "number") body[control.name] = Number(value);
+    else if (type === "array") body[control.name] = value.split(",").map((v) => Number(v));
+    else if (type === "boolean") body[control.name] = value === "true";
+    else body[control.name] = value;
+  }
+  if (body.mode && body.mode !== "semi_supervised" && body.mode !== "supervised") {
+    delete body.n_labels;  // only meaningful with labels
+  }
+  return body;
 }
 
 async function refreshJobs() {
@@ -137,13 +197,8 @@ async function refreshJobs() {
 $("#job-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("#job-error").textContent = "";
-  const form = new FormData(event.target);
-  const body = { mode: form.get("mode"), preset: form.get("preset") };
-  if (form.get("mode") === "semi_supervised") body.n_labels = Number(form.get("n_labels"));
-  if (form.get("epochs")) body.epochs = Number(form.get("epochs"));
-  if (form.get("name")) body.name = form.get("name");
+  const body = jobBody(event.target);
   try {
-    if (form.get("extra")) Object.assign(body, JSON.parse(form.get("extra")));
     const submit = () => fetch("/jobs/train", {
       method: "POST", headers: { "Content-Type": "application/json", ...authorized() },
       body: JSON.stringify(body),
@@ -286,11 +341,27 @@ async function classifyDrawing() {
 const zpad = $("#zpad");
 let z = [0, 0];
 let served = null;  // the config of the version the service serves for the chosen model
+function sliders() {
+  // a slider per dimension for codes of more than 2 (the pad draws the first two)
+  const box = $("#zsliders");
+  if (!served || served.z_dim === 2) { box.replaceChildren(); return; }
+  const range = 3 * served.prior_std;
+  box.replaceChildren(...Array.from({ length: served.z_dim }, (_, i) => {
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", min: -range, max: range, step: range / 50,
+                            value: z[i] ?? 0 });
+    slider.dataset.dimension = i;
+    slider.addEventListener("input", () => { z[i] = Number(slider.value); decodeZ(); });
+    const label = document.createElement("label");
+    label.textContent = `z${i} `;
+    label.appendChild(slider);
+    return label;
+  }));
+}
+
 async function decodeZ() {
-  if (!served || served.z_dim !== 2) {
-    $("#z-text").textContent = served ? `this model's code has ${served.z_dim} dimensions` : "";
-    return;
-  }
+  if (!served) return;
+  if (z.length !== served.z_dim) z = Array(served.z_dim).fill(0);
   const g = zpad.getContext("2d");
   g.clearRect(0, 0, zpad.width, zpad.height);
   g.fillStyle = "#000";
@@ -300,13 +371,13 @@ async function decodeZ() {
   g.moveTo(zpad.width / 2, 0); g.lineTo(zpad.width / 2, zpad.height);
   g.moveTo(0, zpad.height / 2); g.lineTo(zpad.width, zpad.height / 2);
   g.stroke();
-  const extent = 10;
+  const extent = 2 * served.prior_std;
   g.fillStyle = "#80cbc4";
   g.beginPath();
   g.arc((z[0] / extent + 1) * zpad.width / 2, (1 - z[1] / extent) * zpad.height / 2, 5, 0,
         2 * Math.PI);
   g.fill();
-  $("#z-text").textContent = `z = (${z[0].toFixed(2)}, ${z[1].toFixed(2)})`;
+  $("#z-text").textContent = `z = (${z.map((v) => v.toFixed(2)).join(", ")})`;
   const body = served.mode === "unsupervised" ? { z } : { z, label: Number($("#z-label").value) };
   const response = await fetch(`/decode?model=${model()}&scale=4`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -315,8 +386,12 @@ async function decodeZ() {
   else $("#z-text").textContent += ` (${(await response.json()).detail})`;
 }
 zpad.addEventListener("pointerdown", (event) => {
+  if (!served) return;
   const [x, y] = point(event, zpad);
-  z = [(x / zpad.width * 2 - 1) * 10, (1 - y / zpad.height * 2) * 10];
+  const extent = 2 * served.prior_std;
+  z[0] = (x / zpad.width * 2 - 1) * extent;
+  z[1] = (1 - y / zpad.height * 2) * extent;
+  sliders();
   decodeZ();
 });
 $("#z-label").addEventListener("change", decodeZ);
@@ -333,6 +408,8 @@ async function refreshPlay() {
   $("#styles").hidden = served.mode === "unsupervised";
   if (served.mode !== "unsupervised") $("#styles").src = `/figures/styles?model=${m}&rows=6`;
   $("#z-label").hidden = served.mode === "unsupervised";
+  z = Array(served.z_dim).fill(0);
+  sliders();
   // the way between two codes two prior deviations apart, along the great circle
   const a = Array(served.z_dim).fill(-2 * served.prior_std / Math.sqrt(served.z_dim));
   const interpolated = await fetch(`/interpolate?model=${m}&steps=10&spherical=true`, {
@@ -345,5 +422,5 @@ async function refreshPlay() {
 $("#play-model").addEventListener("change", refreshPlay);
 
 loadModels();
-loadPresets();
+loadJobForm();
 refreshJobs();

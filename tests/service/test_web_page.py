@@ -20,8 +20,12 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from aae.checkpoints import publish_model
+from aae.config import AAEConfig, Mode
+from aae.model import AdversarialAutoencoder
+from aae.store import CheckpointStore
 from cli.embedded_redis import EmbeddedRedis
 from service.app import create_app
 from service.settings import ServiceSettings
@@ -33,6 +37,9 @@ os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium sends no usage stati
 def base_url(tmp_path_factory, template_store, make_workers) -> Iterator[str]:
     model_dir = tmp_path_factory.mktemp("web") / "models"
     shutil.copytree(template_store, model_dir)
+    torch.manual_seed(0)  # a 4-D code: the playground shows sliders instead of the pad
+    publish_model(CheckpointStore(model_dir), "wide", AdversarialAutoencoder(
+        AAEConfig(mode=Mode.SUPERVISED, z_dim=4, hidden=32)), {})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -139,16 +146,40 @@ def test_moving_on_the_z_pad_changes_the_decoded_image(browser, base_url):
     assert browser.get_log("browser") == []
 
 
+def test_codes_of_more_than_two_dimensions_get_a_slider_each(browser, base_url):
+    browser.get(base_url + "/")
+    view(browser, "play")
+    wait(browser, lambda d: "wide" in d.find_element(By.ID, "play-model").text)
+    Select(browser.find_element(By.ID, "play-model")).select_by_value("wide")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#zsliders input")) == 4)
+    decoded = browser.find_element(By.ID, "decoded")
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.getElementById('decoded'); return i.complete && i.naturalWidth"))
+    before_src, before = decoded.get_attribute("src"), decoded.screenshot_as_png
+    browser.execute_script(
+        "const s = document.querySelector('#zsliders input[data-dimension=\"3\"]');"
+        "s.value = s.max; s.dispatchEvent(new Event('input'));")
+    wait(browser, lambda d: decoded.get_attribute("src") != before_src and d.execute_script(
+        "const i = document.getElementById('decoded'); return i.complete && i.naturalWidth"))
+    assert decoded.screenshot_as_png != before
+    assert browser.find_element(By.ID, "manifold").get_attribute("hidden")  # 2-D only
+    assert browser.get_log("browser") == []
+
+
 def test_a_job_from_the_form_shows_live_progress_and_finishes(browser, base_url):
     browser.get(base_url + "/")
     view(browser, "jobs")
-    wait(browser, lambda d: d.find_element(By.ID, "preset").get_attribute("value"))
     form = browser.find_element(By.ID, "job-form")
-    form.find_element(By.NAME, "preset").send_keys("seed")
+    # the form is built from the job API's schema: every field of POST /jobs/train
+    wait(browser, lambda d: len(form.find_elements(By.CSS_SELECTOR, "[name]")) >= 30)
+    assert form.find_element(By.NAME, "preset").get_attribute("value") == "default"
+    Select(form.find_element(By.NAME, "preset")).select_by_value("seed")
     form.find_element(By.NAME, "epochs").send_keys("3")
     form.find_element(By.NAME, "name").send_keys("from-the-page")
-    form.find_element(By.NAME, "extra").send_keys(
-        '{"hidden": 64, "validation_size": 300, "precision": "fp32", "batch_size": 50}')
+    form.find_element(By.CSS_SELECTOR, "#job-more summary").click()
+    for field, value in (("hidden", "64"), ("validation_size", "300"), ("batch_size", "50")):
+        form.find_element(By.NAME, field).send_keys(value)
+    Select(form.find_element(By.NAME, "precision")).select_by_value("fp32")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(browser, lambda d: "epoch" in d.find_element(By.ID, "job-text").text, timeout=60)
     wait(browser, lambda d: d.find_element(By.ID, "job-status").text == "finished",
