@@ -162,6 +162,11 @@ def cmd_figure(args: argparse.Namespace) -> int:
     elif args.kind == "styles":
         codes = figures.style_codes(model, args.rows, torch.Generator().manual_seed(args.seed))
         data = png(figures.render(model, codes), args.scale, columns=model.cfg.n_classes)
+    elif args.kind == "interpolate":  # between two codes drawn from the prior
+        ends, _ = model.sample_codes(2, generator=torch.Generator().manual_seed(args.seed))
+        codes = figures.interpolation_codes(model, ends[0], ends[1], args.steps,
+                                            args.spherical, args.label)
+        data = png(figures.render(model, codes), args.scale, columns=args.steps)
     elif args.kind == "latent":
         sample = store.extra(info.name, info.version, "latent")
         if not sample or not sample.get("z"):
@@ -254,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     figure = commands.add_parser("figure", help="draw a figure of a published version as PNG")
-    figure.add_argument("kind", choices=["manifold", "styles", "latent", "curves"])
+    figure.add_argument("kind", choices=["manifold", "styles", "interpolate", "latent",
+                                         "curves"])
     figure.add_argument("--model", required=True, help="model name")
     figure.add_argument("--version", help="number or alias (default: production, else latest)")
     figure.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
@@ -262,9 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     figure.add_argument("--n", type=int, default=20, help="manifold: grid size (default 20)")
     figure.add_argument("--extent", type=float, help="manifold: half-width of the grid "
                         "(default: two prior standard deviations)")
-    figure.add_argument("--label", type=int, help="manifold: decode with this class")
+    figure.add_argument("--label", type=int, help="manifold, interpolate: decode with this "
+                        "class")
+    figure.add_argument("--steps", type=int, default=10, help="interpolate: images (default 10)")
+    figure.add_argument("--spherical", action="store_true",
+                        help="interpolate along the great circle")
     figure.add_argument("--rows", type=int, default=10, help="styles: style codes (default 10)")
-    figure.add_argument("--seed", type=int, default=0, help="styles: draws the style codes")
+    figure.add_argument("--seed", type=int, default=0,
+                        help="styles, interpolate: draws the codes")
     figure.add_argument("--scale", type=int, default=2, help="enlarge each pixel (default 2)")
     figure.set_defaults(func=cmd_figure)
 

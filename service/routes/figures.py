@@ -20,6 +20,7 @@ from service.images import png
 from service.inputs import read_images
 from service.plots import latent_scatter, training_curves
 from service.query_route import QueryOnlyRoute
+from service.routes.inference import IMAGE_BODY
 from service.registry import LoadedModel
 
 router = APIRouter(tags=["figures"], route_class=QueryOnlyRoute,
@@ -66,6 +67,21 @@ async def styles(request: Request, model: ModelQuery = None, version: VersionQue
     registry, _ = serving(request)
     loaded = await registry.get(model, version)
     codes = figures.style_codes(loaded.model, rows, torch.Generator().manual_seed(seed))
+    columns = loaded.model.cfg.n_classes
+    return _png(loaded, png(await _decoded(loaded, codes), scale, columns=columns))
+
+
+@router.post("/figures/styles", response_class=Response, responses=PNG,
+             openapi_extra=IMAGE_BODY,
+             summary="Style grid of uploaded images: each row one image's style code z, each "
+             "column one class")
+async def styles_of_images(request: Request, model: ModelQuery = None,
+                           version: VersionQuery = None, scale: Scale = 1) -> Response:
+    registry, settings = serving(request)
+    loaded = await registry.get(model, version)
+    x = await read_images(request, max_images=32, max_pixels=settings.max_image_pixels)
+    z, _ = await loaded.batchers["encode"](x)
+    codes = figures.style_codes(loaded.model, z=z)
     columns = loaded.model.cfg.n_classes
     return _png(loaded, png(await _decoded(loaded, codes), scale, columns=columns))
 

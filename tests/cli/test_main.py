@@ -35,7 +35,7 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
     assert metrics["n_labels"] == 100 and 0 <= metrics["test_error"] < 0.9
     assert (tmp_path / "digits" / "1" / "weights.safetensors").is_file()
 
-    for kind in ("manifold", "styles", "latent", "curves"):
+    for kind in ("manifold", "styles", "interpolate", "latent", "curves"):
         out = tmp_path / f"{kind}.png"
         drawn = aae("figure", kind, "--model", "digits", "--version", "1", "-o", str(out),
                     "--n", "4", "--rows", "2", env=env)
@@ -44,6 +44,7 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
     from PIL import Image
     assert Image.open(tmp_path / "manifold.png").size == (4 * 56, 4 * 56)  # scale 2
     assert Image.open(tmp_path / "styles.png").size == (10 * 56, 2 * 56)
+    assert Image.open(tmp_path / "interpolate.png").size == (10 * 56, 56)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -77,6 +77,18 @@ def test_the_style_grid_has_a_row_per_code_and_a_column_per_class(client):
     assert not np.array_equal(grid, picture(client.get("/figures/styles?model=styles&rows=4&seed=4")))
 
 
+def test_the_style_grid_of_uploaded_digits_keeps_each_ones_style(client, image_files):
+    files = [("file", (f"{i}.png", image_files.png(i), "image/png")) for i in range(3)]
+    grid = picture(client.post("/figures/styles?model=styles", files=files))
+    assert grid.shape == (3 * 28, 10 * 28)
+    codes = client.post("/encode?model=styles", files=files).json()["z"]
+    decoded = client.post("/decode?model=styles", headers={"Accept": "application/json"},
+                          json={"z": [codes[1]] * 10, "label": list(range(10))}).json()
+    row = np.array(decoded["images"]).reshape(10, 28, 28)
+    expected = np.concatenate(list((row * 255).round().astype(np.uint8)), axis=1)
+    assert np.array_equal(grid[28:56], expected)  # row 1: digit 1's code, classes 0..9
+
+
 def test_figures_answer_like_inference_when_they_do_not_apply(client, problem, store):
     torch.manual_seed(0)
     publish_model(store, "wide", AdversarialAutoencoder(AAEConfig(z_dim=4, hidden=16)), {})
