@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from aae.store import CheckpointStore
 from service import errors, logs
+from service.errors import problem_responses
 from service.encoding import Encoder
 from service.job_metrics import JobMetrics
 from service.jobs import JobQueue
@@ -70,6 +71,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # FastAPIOffline: FastAPI whose /docs and /redoc load packaged assets, not a CDN's
     app = FastAPIOffline(title="AAE serving", version="0.1.0", description=DESCRIPTION,
                          lifespan=lifespan)
+    # 3.2: FastAPI's server-sent events (itemSchema) and media types with a description
+    app.openapi_version = "3.2.0"
     logs.configure(settings.log_format)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
@@ -79,9 +82,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(scores.router)
     app.include_router(figures.router)
-    app.include_router(models.router)
+    app.include_router(models.router, responses=problem_responses(400))  # unparseable bodies
     app.include_router(health.router)
-    app.include_router(jobs.router)
+    app.include_router(jobs.router, responses=problem_responses(400))
     app.include_router(presets.router)
     app.include_router(metrics.router)
     _add_openapi_components(app, {**v2.openapi_components(), **inference.components()})

@@ -13,6 +13,7 @@ from fastapi import Depends, Query, Request
 
 from aae.store import CheckpointStore
 from service.registry import ModelRegistry
+from service.schemas import NAME_PATTERN, VERSION_PATTERN
 from service.settings import ServiceSettings
 
 
@@ -39,7 +40,8 @@ StoreDep = Annotated[CheckpointStore, Depends(get_store)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 ModelQuery = Annotated[str | None, Query(
-    description="model name (default: the service's default model)", max_length=64)]
+    description="model name (default: the service's default model)", max_length=64,
+    pattern=NAME_PATTERN)]
 VersionQuery = Annotated[str | None, Query(
     description="version number or alias (default: production if set, else latest)",
-    max_length=64)]
+    max_length=64, pattern=VERSION_PATTERN)]

@@ -131,17 +131,17 @@ def error_response(path: str, status: int, title: str, detail: str,
     return problem(status, title, detail, headers)
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
-    """The methods of every route whose path matches the request's (for 405's Allow)."""
+    """The methods some route answers at the request's path (for 405's Allow): each asked
+    of the router's own matching, included routers and mounts alike."""
     from starlette.routing import Match
 
-    methods: set[str] = set()
-    for route in app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches({**scope, "method": next(iter(route_methods))}
-                                           )[0] is Match.FULL:
-            methods |= route_methods
-    return sorted(methods)
+    return [method for method in METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL
+                   for route in app.router.routes)]
 
 
 def status_of(exc: AAEError) -> tuple[int, str]:

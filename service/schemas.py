@@ -6,6 +6,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The store's naming rules (aae.store.validate_name) as JSON-schema patterns, so that the
+# OpenAPI document says what a name is: 1-64 letters, digits, '.', '_', '-', starting with
+# a letter or digit, no '..'; an alias is also not all digits; a version is a number
+# (canonical: no leading zero) or an alias. tests/service/test_openapi.py checks that
+# they accept exactly what the store accepts.
+_WORD = r"[A-Za-z0-9_-]"
+_ALIAS = (rf"(?:[A-Za-z]|[0-9]+[A-Za-z_-])(?:\.?{_WORD})*\.?"
+          rf"|[0-9]+\.(?:{_WORD}(?:\.?{_WORD})*\.?)?")
+NAME_PATTERN = rf"^[A-Za-z0-9](?:\.?{_WORD})*\.?$"
+ALIAS_PATTERN = rf"^(?:{_ALIAS})$"
+VERSION_PATTERN = rf"^(?:[1-9][0-9]*|{_ALIAS})$"
+
 
 class ModelRef(BaseModel):
     model: str = Field(description="model name")
@@ -49,7 +61,9 @@ class DecodeCreate(BaseModel):
 class AliasUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | str = Field(description="version number, or another alias to follow")
+    version: Annotated[int, Field(ge=1)] | Annotated[str, Field(
+        pattern=VERSION_PATTERN, max_length=64)] = Field(
+        description="version number, or another alias to follow")
 
 
 class ModelVersionPublic(BaseModel):

@@ -11,14 +11,17 @@ from aae.store import VersionInfo
 from service.auth import RequireApiKey
 from service.deps import RegistryDep, StoreDep
 from service.errors import problem_responses
-from service.schemas import AliasUpdate, ModelDetailPublic, ModelPublic, ModelVersionPublic
+from service.schemas import (ALIAS_PATTERN, NAME_PATTERN, VERSION_PATTERN, AliasUpdate,
+                             ModelDetailPublic, ModelPublic, ModelVersionPublic)
 
 router = APIRouter(prefix="/models", tags=["models"],
                    responses=problem_responses(404, 409, 422))
 
-Name = Annotated[str, Path(description="model name", max_length=64)]
-Version = Annotated[str, Path(description="version number or alias", max_length=64)]
-Alias = Annotated[str, Path(description="alias name, e.g. production", max_length=64)]
+Name = Annotated[str, Path(description="model name", max_length=64, pattern=NAME_PATTERN)]
+Version = Annotated[str, Path(description="version number or alias", max_length=64,
+                              pattern=VERSION_PATTERN)]
+Alias = Annotated[str, Path(description="alias name, e.g. production", max_length=64,
+                            pattern=ALIAS_PATTERN)]
 
 
 def _version_public(info: VersionInfo) -> ModelVersionPublic:

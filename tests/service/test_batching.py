@@ -107,3 +107,47 @@ def test_a_failed_pass_is_reported_as_failed():
                       observe=seen.append)
     run(calls(batcher, [1, 1]))
     assert seen and not any(r.ok for r in seen) and sum(r.rows for r in seen) == 2
+
+
+# -- admission control ------------------------------------------------------------------------
+
+def test_a_full_queue_refuses_at_once_with_a_503():
+    """max_queue waiting requests: one more is refused before it queues, the others run."""
+    from service.errors import Overloaded
+
+    forward = Recorder()
+
+    async def go():
+        batcher = Batcher(forward, None, max_batch=64, max_wait_s=0, max_queue=3)
+        return await calls(batcher, [1, 1, 1, 1, 1])
+
+    _, results = run(go())
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    assert len(refused) == 2 and all(r.reason == "queue_full" and r.status == 503
+                                     and r.headers["Retry-After"] for r in refused)
+    assert sum(forward.batches) == 3
+
+
+def test_a_request_past_its_deadline_is_dropped_never_computed():
+    """A request still queued after the deadline fails with Overloaded("deadline") and its
+    rows never reach the forward pass; one within the deadline is computed."""
+    import time
+
+    from service.errors import Overloaded
+
+    class Slow(Recorder):
+        def __call__(self, x, y=None):
+            time.sleep(0.15)  # on the loop: the next requests wait behind it
+            return super().__call__(x, y)
+
+    forward = Slow()
+
+    async def go():
+        batcher = Batcher(forward, None, max_batch=1, max_wait_s=0, deadline_s=0.1)
+        # both queue before the pass starts; the second waits 0.15 s > 0.1 for its turn
+        return await asyncio.gather(batcher(torch.ones(1, 1), None),
+                                    batcher(torch.ones(1, 1), None), return_exceptions=True)
+
+    first, late = run(go())
+    assert isinstance(first, tuple) and isinstance(late, Overloaded) and late.reason == "deadline"
+    assert forward.batches == [1]

@@ -54,3 +54,41 @@ def test_export_script_writes_the_apps_schema_and_checks_it(tmp_path):
     target.write_text(target.read_text().replace("AAE serving", "something else"))
     check = run_script("--output", str(target), "--check")
     assert check.returncode == 1 and "run python scripts/export_openapi.py" in check.stderr
+
+
+def test_committed_openapi_is_a_valid_document_whose_refs_all_resolve():
+    """openapi-spec-validator: the document, every $ref (ImagesPublic was missing)."""
+    from openapi_spec_validator import validate
+
+    validate(yaml.safe_load(OPENAPI_YAML.read_text(encoding="utf-8")))
+
+
+def test_name_patterns_accept_exactly_what_the_store_accepts():
+    """Every string of up to 5 characters over a small alphabet: the OpenAPI patterns and
+    aae.store.validate_name agree."""
+    import itertools
+    import re
+
+    from aae.errors import InvalidName
+    from aae.store import validate_name
+    from service.schemas import ALIAS_PATTERN, NAME_PATTERN
+
+    def valid(text: str, what: str) -> bool:
+        try:
+            validate_name(text, what)
+            return True
+        except InvalidName:
+            return False
+
+    for n in range(1, 6):
+        for chars in itertools.product("a1._-", repeat=n):
+            text = "".join(chars)
+            assert bool(re.search(NAME_PATTERN, text)) == valid(text, "model name"), text
+            assert bool(re.search(ALIAS_PATTERN, text)) == valid(text, "alias"), text
+
+
+def test_every_inference_operation_documents_the_503_shed():
+    document = yaml.safe_load(OPENAPI_YAML.read_text(encoding="utf-8"))
+    for path in ("/encode", "/classify", "/reconstruct", "/decode"):
+        assert "503" in {str(s) for s in document["paths"][path]["post"]["responses"]}
+    assert "503" in {str(s) for s in document["paths"]["/sample"]["get"]["responses"]}
