@@ -7,56 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
-import uvicorn
+from live import LiveServer
 from tritonclient.utils import InferenceServerException
-
-from service.app import create_app
-from service.settings import ServiceSettings
-
-
-class LiveServer:
-    """The app under uvicorn on a free loopback port, in a thread of this process."""
-
-    def __init__(self, model_dir: Path, **settings) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        app = create_app(ServiceSettings(model_dir=model_dir, default_model="digits",
-                                         **settings))
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        threads = torch.get_num_threads()
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        self._threads = threads
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        torch.set_num_threads(self._threads)  # the lifespan sets the process-wide count
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,17 @@
 """The web page at / in a real headless Chromium, against a real server (uvicorn), a real
 Redis and a real training worker, with every host but this machine unresolvable: it loads
-without console errors or outside requests, draws and classifies a digit, walks the 2-D
-code, and trains a model from its form with live progress to the end."""
+without console errors or outside requests, draws and classifies a digit, walks the code,
+and trains a model from its form with live progress to the end."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import torch
-import uvicorn
+from live import LiveServer, chromium, requested_urls
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -27,10 +21,6 @@ from aae.config import AAEConfig, Mode
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore
 from cli.embedded_redis import EmbeddedRedis
-from service.app import create_app
-from service.settings import ServiceSettings
-
-os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium sends no usage statistics
 
 
 @pytest.fixture(scope="module")
@@ -40,54 +30,21 @@ def base_url(tmp_path_factory, template_store, make_workers) -> Iterator[str]:
     torch.manual_seed(0)  # a 4-D code: the playground shows sliders instead of the pad
     publish_model(CheckpointStore(model_dir), "wide", AdversarialAutoencoder(
         AAEConfig(mode=Mode.SUPERVISED, z_dim=4, hidden=32)), {})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threads = torch.get_num_threads()
     workers = make_workers()
     with EmbeddedRedis() as redis:
         workers.start(redis.url, model_dir)
-        app = create_app(ServiceSettings(model_dir=model_dir, default_model="digits",
-                                         redis_url=redis.url))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(timeout=30)
-        workers.stop_all()
-    torch.set_num_threads(threads)
+        try:
+            with LiveServer(model_dir, redis_url=redis.url) as live:
+                yield live.base_url
+        finally:
+            workers.stop_all()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    assert chromium and driver_path, "needs Debian's chromium and chromium-driver packages"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,1000",
-                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chromium()
     yield driver
     driver.quit()
-
-
-def requested_urls(driver: webdriver.Chrome) -> list[str]:
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
 
 
 def wait(driver, condition, timeout: float = 30):
