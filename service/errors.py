@@ -135,10 +135,26 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
-    """The methods some route answers at the request's path (for 405's Allow): each asked
-    of the router's own matching, included routers and mounts alike."""
+    """The methods of the request's resource (for 405's Allow): those the OpenAPI document
+    lists for the path it matches (a fixed path before a templated one, as OpenAPI
+    says: /jobs/train is not /jobs/{job_id}), else those the router answers."""
+    import re
+
     from starlette.routing import Match
 
+    paths = getattr(app.state, "allow_paths", None)
+    if paths is None:
+        paths = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+                                 + "$")
+            methods = {m.upper() for m in operations if m.upper() in METHODS}
+            paths.append(("{" in template, pattern, methods))
+        paths.sort(key=lambda entry: entry[0])  # fixed paths first
+        app.state.allow_paths = paths
+    for _, pattern, methods in paths:
+        if pattern.match(scope["path"]):
+            return [m for m in METHODS if m in methods]
     return [method for method in METHODS
             if any(route.matches({**scope, "method": method})[0] is Match.FULL
                    for route in app.router.routes)]
