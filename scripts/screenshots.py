@@ -47,8 +47,9 @@ def views(driver, base: str, model: str, target: Path) -> None:
     Select(driver.find_element(By.ID, "play-model")).select_by_value(model)
     time.sleep(1.5)
     canvas = driver.find_element(By.ID, "draw")
-    ActionChains(driver).move_to_element_with_offset(canvas, -40, -70).click_and_hold() \
-        .move_by_offset(80, 0).move_by_offset(-60, 140).release().perform()  # a seven
+    ActionChains(driver).move_to_element_with_offset(canvas, -50, -80).click_and_hold() \
+        .move_by_offset(100, 0).move_by_offset(-30, 55).move_by_offset(-25, 45) \
+        .move_by_offset(-10, 60).release().perform()  # a seven
     WebDriverWait(driver, 30).until(
         lambda d: d.find_element(By.ID, "prediction").text.startswith("Prediction"))
     pad = driver.find_element(By.ID, "zpad")

@@ -294,7 +294,7 @@ draw.addEventListener("pointerdown", (event) => {
 draw.addEventListener("pointermove", (event) => {
   if (!drawing) return;
   pen.strokeStyle = "#fff";
-  pen.lineWidth = 18;
+  pen.lineWidth = 20;
   pen.lineCap = "round";
   pen.lineTo(...point(event, draw));
   pen.stroke();
@@ -308,10 +308,28 @@ $("#draw-clear").addEventListener("click", () => {
 });
 
 function drawingPixels() {
+  // as MNIST was made: the drawing's bounding box scaled to fit 20 x 20, centred in 28 x 28
+  const full = pen.getImageData(0, 0, draw.width, draw.height).data;
+  let [left, top, right, bottom] = [draw.width, draw.height, -1, -1];
+  for (let y = 0; y < draw.height; y++) {
+    for (let x = 0; x < draw.width; x++) {
+      if (full[4 * (y * draw.width + x)] > 0) {
+        left = Math.min(left, x); right = Math.max(right, x);
+        top = Math.min(top, y); bottom = Math.max(bottom, y);
+      }
+    }
+  }
   const small = document.createElement("canvas");
   small.width = small.height = 28;
   const g = small.getContext("2d");
-  g.drawImage(draw, 0, 0, 28, 28);
+  g.fillStyle = "#000";
+  g.fillRect(0, 0, 28, 28);
+  if (right >= left) {
+    const [w, h] = [right - left + 1, bottom - top + 1];
+    const scale = 20 / Math.max(w, h);
+    g.drawImage(draw, left, top, w, h, (28 - w * scale) / 2, (28 - h * scale) / 2,
+                w * scale, h * scale);
+  }
   const rgba = g.getImageData(0, 0, 28, 28).data;
   return Array.from({ length: 784 }, (_, i) => rgba[4 * i] / 255);
 }
