@@ -160,6 +160,31 @@ def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
                    for route in app.router.routes)]
 
 
+NAMED = {"name": "model name", "model": "model name", "alias": "alias"}
+
+
+def _library_message(error: dict) -> str | None:
+    """For a name, alias or version refused by its OpenAPI pattern (or range): the store's
+    own message, which says the rule (the patterns are the store's rules in JSON Schema)."""
+    from aae.store import _validate_version, validate_name
+
+    loc, value = error.get("loc", ()), error.get("input")
+    field = next((p for p in reversed(loc) if isinstance(p, str) and
+                  p in {*NAMED, "version"}), None)
+    if field is None or not isinstance(value, (str, int)):
+        return None
+    try:
+        if field != "version":
+            validate_name(value, NAMED[field])
+        elif isinstance(value, int) or value.isdigit():
+            _validate_version(value)
+        else:
+            validate_name(value, "alias")
+    except AAEError as exc:
+        return str(exc)
+    return None
+
+
 def status_of(exc: AAEError) -> tuple[int, str]:
     for cls, status, title in LIBRARY_STATUS:
         if isinstance(exc, cls):
@@ -189,8 +214,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        library = [_library_message(e) for e in exc.errors()]
+        errors = [{"loc": list(e.get("loc", ())), "msg": said or e.get("msg", "")}
+                  for e, said in zip(exc.errors(), library)]
+        detail = "; ".join(dict.fromkeys(  # once each: a union's branches say it twice
+            e["msg"] if said else  # the store's message names the value
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e, said in zip(errors, library)))
         if any(e.get("type") == "json_invalid" for e in exc.errors()):  # not JSON at all
             return problem(400, BadRequest.title, f"body is not valid JSON: {detail}",
                            errors=errors)

