@@ -23,7 +23,7 @@ from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
 from service.registry import ModelRegistry, pin_mmap_threshold
 from service import v2
 from service.routes import (figures, health, inference, jobs, metrics, models, presets,
-                            scores)
+                            scores, web)
 from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(jobs.router, responses=problem_responses(400))
     app.include_router(presets.router)
     app.include_router(metrics.router)
+    app.include_router(web.router)
+    app.mount("/ui", web.assets, name="ui")
     _add_openapi_components(app, {**v2.openapi_components(), **inference.components()})
     return app
 
