@@ -47,10 +47,10 @@ class Encoder:
         self.depth = depth or Depth()
         self.waiting = 0  # submitted, not started
 
-    async def png(self, images: torch.Tensor, scale: int) -> bytes:
+    async def png(self, images: torch.Tensor, scale: int, columns: int | None = None) -> bytes:
         if images.shape[0] * PIXELS * scale * scale <= self.offload_pixels:
-            return png(images, scale)
-        return await self._offload(png, images, scale)
+            return png(images, scale, columns)
+        return await self._offload(png, images, scale, columns)
 
     async def json(self, name: str, version: int, images: torch.Tensor) -> bytes:
         if images.shape[0] * PIXELS <= self.offload_pixels:

@@ -207,10 +207,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def _queue_down(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("the job queue is unreachable: %s", exc)
+        logger.error("the job queue is unreachable: %s", exc)  # the address: logs only
         return problem(503, "Job queue unavailable",
-                       f"training jobs are unavailable: Redis cannot be reached ({exc}); "
-                       "inference endpoints still serve the published models")
+                       "training jobs are unavailable: the job queue (Redis) cannot be "
+                       "reached; inference endpoints still serve the published models")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

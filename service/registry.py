@@ -195,8 +195,10 @@ class ModelRegistry:
         try:
             self.store.models()
         except OSError as exc:
-            return Readiness(False, f"checkpoint store {self.store.root} is not readable: "
-                             f"{exc}", self.default_model, None, None)
+            logger.error("checkpoint store %s is not readable: %s", self.store.root, exc)
+            return Readiness(False, f"the checkpoint store is not readable "
+                             f"({exc.strerror or type(exc).__name__})", self.default_model,
+                             None, None)
         try:
             loaded = await self.get()
         except AAEError as exc:

@@ -16,7 +16,6 @@ from aae import figures
 from aae.errors import CapabilityError, InvalidInput
 from service.deps import ModelQuery, VersionQuery, serving
 from service.errors import problem_responses
-from service.images import png
 from service.inputs import read_images
 from service.plots import latent_scatter, training_curves
 from service.query_route import QueryOnlyRoute
@@ -33,7 +32,10 @@ Label = Annotated[int | None, Query(ge=0, le=99, description="decode every code 
                                     "classes left open (their uniform mixture)")]
 
 
-def _png(loaded: LoadedModel, data: bytes) -> Response:
+async def _png(request: Request, loaded: LoadedModel, images: torch.Tensor, scale: int,
+               columns: int) -> Response:
+    """The images as a PNG grid, made off the event loop when large (service.encoding)."""
+    data = await request.app.state.encoder.png(images, scale, columns)
     return Response(data, media_type="image/png",
                     headers={"X-Model": loaded.name, "X-Model-Version": str(loaded.version)})
 
@@ -54,7 +56,7 @@ async def manifold(request: Request, model: ModelQuery = None, version: VersionQ
     registry, _ = serving(request)
     loaded = await registry.get(model, version)
     codes = figures.manifold_codes(loaded.model, n, extent, label)
-    return _png(loaded, png(await _decoded(loaded, codes), scale, columns=n))
+    return await _png(request, loaded, await _decoded(loaded, codes), scale, columns=n)
 
 
 @router.get("/figures/styles", response_class=Response, responses=PNG,
@@ -68,7 +70,7 @@ async def styles(request: Request, model: ModelQuery = None, version: VersionQue
     loaded = await registry.get(model, version)
     codes = figures.style_codes(loaded.model, rows, torch.Generator().manual_seed(seed))
     columns = loaded.model.cfg.n_classes
-    return _png(loaded, png(await _decoded(loaded, codes), scale, columns=columns))
+    return await _png(request, loaded, await _decoded(loaded, codes), scale, columns=columns)
 
 
 @router.post("/figures/styles", response_class=Response, responses=PNG,
@@ -83,7 +85,7 @@ async def styles_of_images(request: Request, model: ModelQuery = None,
     z, _ = await loaded.batchers["encode"](x)
     codes = figures.style_codes(loaded.model, z=z)
     columns = loaded.model.cfg.n_classes
-    return _png(loaded, png(await _decoded(loaded, codes), scale, columns=columns))
+    return await _png(request, loaded, await _decoded(loaded, codes), scale, columns=columns)
 
 
 @router.get("/figures/latent", response_class=Response, responses=PNG,
@@ -158,4 +160,4 @@ async def interpolate(request: Request, model: ModelQuery = None,
         return Response(orjson.dumps({"model": loaded.name, "version": loaded.version,
                                       "z": codes[0].tolist(), "images": images.tolist()}),
                         media_type="application/json")
-    return _png(loaded, png(images, scale, columns=steps))
+    return await _png(request, loaded, images, scale, columns=steps)

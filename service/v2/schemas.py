@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 Parameters = dict[str, str | bool | int | float]
 
@@ -65,7 +65,7 @@ class ModelConfigPublic(BaseModel):
 
 
 class RepositoryIndexCreate(BaseModel):
-    ready: bool = Field(False, description="only the versions ready to serve")
+    ready: StrictBool = Field(False, description="only the versions ready to serve")
 
 
 class RepositoryModelPublic(BaseModel):

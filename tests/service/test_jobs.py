@@ -331,3 +331,13 @@ def test_the_api_key_guards_changes_and_leaves_inference_open(make_client, stack
                  client.get("/sample", params={"label": 3}),
                  client.post("/encode", json={"pixels": digit_pixels})):
         assert read.status_code == 200, read.text
+
+
+def test_error_documents_show_no_internal_address(make_client, problem, stack):
+    """A 503 names the job queue, never Redis' address or socket path; readiness never
+    prints the store's path."""
+    client = make_client(redis_url="unix:///tmp/no-such-dir/redis.sock")
+    body = problem(client.get("/jobs"), 503)
+    assert "no-such-dir" not in body["detail"] and "redis.sock" not in body["detail"]
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and str(stack.model_dir) not in ready["detail"]
