@@ -170,6 +170,8 @@ class JobMeta(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     dataset_checked: bool = False
+    sweep: str | None = None  # the sweep this job is a point of (API, at submit)
+    request_id: str | None = None  # of the request that queued it (API, at submit)
     stage: str | None = None  # a Stage's value
     progress: JobProgress | None = None
     attempts: int = 0

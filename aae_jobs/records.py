@@ -50,6 +50,8 @@ class JobRecord(BaseModel):
     description: str
     created_at: float = Field(default_factory=time.time)
     cancel_requested: bool = False
+    sweep: str | None = None  # the sweep the job is a point of (aae_jobs.sweeps)
+    request_id: str | None = None  # of the request that queued it
 
 
 def records_dir(model_dir: Path) -> Path:
@@ -66,25 +68,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_record(model_dir: Path, record: JobRecord) -> None:
-    """Write ``record`` whole or not at all, durably: a temporary file, fsynced, renamed
-    over the record, and the directory fsynced."""
-    directory = records_dir(model_dir)
+def write_document(directory: Path, name: str, document: BaseModel) -> None:
+    """Write ``document`` as ``<directory>/<name>.json``, whole or not at all, durably: a
+    temporary file, fsynced, renamed over the old one, and the directory fsynced."""
     if not directory.is_dir():
         directory.mkdir(parents=True, exist_ok=True)
         _fsync_dir(directory.parent)
     tmp = directory / f".tmp-{uuid.uuid4().hex}"
     try:
         with open(tmp, "xb") as f:
-            f.write(record.model_dump_json().encode("utf-8"))
+            f.write(document.model_dump_json().encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / f"{record.id}.json")
+        os.replace(tmp, directory / f"{name}.json")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+
+
+def write_record(model_dir: Path, record: JobRecord) -> None:
+    write_document(records_dir(model_dir), record.id, record)
 
 
 def read_record(model_dir: Path, job_id: str) -> JobRecord | None:

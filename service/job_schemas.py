@@ -111,5 +111,7 @@ class TrainJobPublic(BaseModel):
                                          "state")
     cancel_requested: bool = Field(False, description="whether the job was asked to "
                                    "stop (true for every canceled or stopped job)")
+    sweep: str | None = Field(None, description="the sweep this job is a point of "
+                              "(GET /sweeps/{id})")
     result: JobResult | None = None
     error: str | None = None

@@ -39,14 +39,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
-from rq import Callback, Queue, Retry
+from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
-from aae_jobs.contract import (ENDED, ON_FAILURE, ON_STOPPED, ON_SUCCESS, STOP_TTL_S,
-                               TRAIN_TASK, JobMeta, JobStatus, datasets_key, stop_key)
+from aae_jobs.contract import (ENDED, STOP_TTL_S, TRAIN_TASK, JobMeta, JobStatus,
+                               datasets_key, stop_key)
+from aae_jobs.queueing import enqueue
 from aae_jobs.records import JobRecord, read_record, remove_record, write_record
 from service.errors import JobEnded, JobNotFound
 from service.job_schemas import TrainJobCreate, TrainJobPublic
@@ -106,40 +107,47 @@ class JobQueue:
         return {name.decode() for name in
                 self.connection.zrangebyscore(key, time.time(), "+inf")}
 
-    def submit(self, params: TrainJobCreate) -> TrainJobPublic:
-        """Queue the job; refuse (422) a dataset that no live worker has."""
+    def check_dataset(self, params: TrainJobCreate) -> bool:
+        """Refuse (422) a dataset that no live worker has; returns whether it could be
+        checked (false while no worker has announced any)."""
         announced = self.datasets()
         if announced and params.dataset not in announced:
             raise RequestValidationError([{
                 "type": "unknown_dataset", "loc": ("body", "dataset"),
                 "msg": f"no worker has dataset {params.dataset!r} (they have: "
                        f"{', '.join(sorted(announced))})", "input": params.dataset}])
+        return bool(announced)
+
+    def record(self, params: TrainJobCreate, dataset_checked: bool, *,
+               sweep: str | None = None, request_id: str | None = None) -> JobRecord:
+        """The durable record of a job for ``params`` (written by ``submit``)."""
         name = params.model_name()
-        record = JobRecord(
+        return JobRecord(
             id=str(uuid.uuid4()), queue=self.queue.name, name=name,
             config=params.config().to_dict(), dataset=params.dataset,
-            dataset_checked=bool(announced), job_timeout_s=self.timeout_s,
+            dataset_checked=dataset_checked, job_timeout_s=self.timeout_s,
             retries=self.retries, result_ttl_s=self.result_ttl_s,
-            description=f"train {name} on {params.dataset}")
+            description=f"train {name} on {params.dataset}", sweep=sweep,
+            request_id=request_id)
+
+    def submit(self, params: TrainJobCreate, request_id: str | None = None) -> TrainJobPublic:
+        """Queue the job; refuse (422) a dataset that no live worker has."""
+        record = self.record(params, self.check_dataset(params), request_id=request_id)
         write_record(self.model_dir, record)  # durable before Redis hears of it
-        try:  # as the workers queue it again (worker.recovery.requeue)
-            job = self.queue.enqueue(
-                TRAIN_TASK, job_id=record.id,
-                kwargs={"name": name, "config": record.config, "dataset": params.dataset},
-                job_timeout=self.timeout_s, result_ttl=self.result_ttl_s,
-                failure_ttl=self.result_ttl_s,
-                retry=Retry(max=self.retries) if self.retries else None,
-                on_success=Callback(ON_SUCCESS), on_failure=Callback(ON_FAILURE),
-                on_stopped=Callback(ON_STOPPED),
-                meta={"dataset_checked": record.dataset_checked},
-                description=record.description)
+        return self.enqueue(record)
+
+    def enqueue(self, record: JobRecord) -> TrainJobPublic:
+        """Queue a job whose record is written; if Redis refuses, the record goes too
+        (the job was not accepted: answered 503)."""
+        try:
+            job = enqueue(self.queue, record)
         except RedisError:
-            remove_record(self.model_dir, record.id)  # not accepted: answered 503
+            remove_record(self.model_dir, record.id)
             raise
-        logger.info("queued job %s: train %s", job.id, name)
-        if not announced:
+        logger.info("queued job %s: %s", job.id, record.description)
+        if not record.dataset_checked:
             logger.warning("job %s: dataset %r not checked, no worker has announced its "
-                           "datasets yet", job.id, params.dataset)
+                           "datasets yet", job.id, record.dataset)
         return self._public(job, cancel_requested=False)
 
     # -- reading -------------------------------------------------------------------------
@@ -177,6 +185,7 @@ class JobQueue:
                      if meta.sample_epoch is not None else None),
             cancel_requested=cancel_requested or status in (JobStatus.CANCELED,
                                                             JobStatus.STOPPED),
+            sweep=meta.sweep,
             result=meta.result if status is JobStatus.FINISHED else None,
             error=_error(job) if status is JobStatus.FAILED else None)
 
@@ -281,7 +290,8 @@ def _from_record(record: JobRecord) -> TrainJobPublic:
         created_at=datetime.fromtimestamp(record.created_at, timezone.utc),
         started_at=None, ended_at=None, dataset_checked=record.dataset_checked,
         stage=None, progress=None, attempts=0, resumed_from_epoch=None,
-        checkpoint_epoch=None, cancel_requested=record.cancel_requested, result=None,
+        checkpoint_epoch=None, cancel_requested=record.cancel_requested,
+        sweep=record.sweep, result=None,
         error=None)
 
 

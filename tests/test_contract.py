@@ -81,5 +81,6 @@ def test_neither_side_imports_the_other_and_the_library_imports_neither():
     assert "service" not in imported("worker")
     assert not imported("aae") & {"service", "worker", "cli", "aae_jobs", "fastapi", "rq",
                                   "redis", "pydantic_settings", "prometheus_client"}
-    assert not imported("aae_jobs") & {"aae", "service", "worker", "cli", "fastapi", "rq",
+    # the contract may name RQ (``aae_jobs.queueing`` queues a job record), nothing else
+    assert not imported("aae_jobs") & {"aae", "service", "worker", "cli", "fastapi",
                                        "redis", "starlette", "torch"}

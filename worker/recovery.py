@@ -31,14 +31,13 @@ import shutil
 import time
 from pathlib import Path
 
-from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 
-from aae_jobs.contract import (ON_FAILURE, ON_STOPPED, ON_SUCCESS, STOP_TTL_S, TRAIN_TASK,
-                               lapse_key, restore_lock, stop_key)
+from aae_jobs.contract import STOP_TTL_S, lapse_key, restore_lock, stop_key
+from aae_jobs.queueing import enqueue
 from aae_jobs.records import (RECORD_GRACE_S, RESTORE_AFTER_S, JobRecord, job_records,
                               read_record, remove_record, remove_stale_temporaries)
 from worker.control import lease_alive
@@ -97,20 +96,6 @@ def _keep(connection, key: str, members: list[str], until: float) -> None:
     connection.zadd(key, {m: until for m in members}, xx=True, gt=True)
 
 
-def requeue(queue: Queue, record: JobRecord) -> Job:
-    """Queue ``record``'s job again, under its id and as the API queued it
-    (``service.jobs.JobQueue.submit``)."""
-    return queue.enqueue(
-        TRAIN_TASK, job_id=record.id,
-        kwargs={"name": record.name, "config": record.config, "dataset": record.dataset},
-        job_timeout=record.job_timeout_s, result_ttl=record.result_ttl_s,
-        failure_ttl=record.result_ttl_s,
-        retry=Retry(max=record.retries) if record.retries else None,
-        on_success=Callback(ON_SUCCESS), on_failure=Callback(ON_FAILURE),
-        on_stopped=Callback(ON_STOPPED), meta={"dataset_checked": record.dataset_checked},
-        description=record.description)
-
-
 def restore_lost(queue: Queue, model_dir: Path, worker_name: str) -> list[str]:
     """Reconcile ``queue``'s durable job records with Redis; returns the ids queued again."""
     connection, restored = queue.connection, []
@@ -130,7 +115,7 @@ def restore_lost(queue: Queue, model_dir: Path, worker_name: str) -> list[str]:
                 continue  # another worker is restoring it
             if record.cancel_requested:
                 connection.set(stop_key(record.id), 1, ex=STOP_TTL_S)
-            requeue(queue, record)
+            enqueue(queue, record)
             restored.append(record.id)
             logger.warning("job %s was lost by Redis: queued again from its record", record.id)
             continue
