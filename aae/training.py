@@ -199,6 +199,7 @@ class Trainer:
             "test_error": test.error,
             "test_reconstruction_loss": test.reconstruction_loss,
             "validation_error": last.get("validation_error"),
+            "validation_loss": last.get("validation_loss"),
             "final_losses": dict(self.losses),
             "dataset": Path(self.splits.source).name,
             "data_dir": self.splits.source,

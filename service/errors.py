@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.metrics import SHED_REQUESTS
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
                         CheckpointNotFound, InvalidInput, InvalidName)
+from aae.selection import MetricMissing, MetricWorse
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ LIBRARY_STATUS: list[tuple[type[AAEError], int, str]] = [
     (InvalidInput, 422, "Invalid input"),
     (CapabilityError, 409, "Not supported by this model"),
     (AliasInUse, 409, "Conflict"),
+    (MetricWorse, 409, "Not promoted: the version is worse"),
+    (MetricMissing, 422, "Metric missing"),
     (CheckpointCorrupt, 500, "Model cannot be loaded"),
 ]
 
@@ -202,7 +205,7 @@ def install(app: FastAPI) -> None:
         status, title = status_of(exc)
         if status >= 500:
             logger.error("%s: %s", title, exc)
-        return problem(status, title, str(exc))
+        return problem(status, title, str(exc), **getattr(exc, "fields", {}))
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aae.selection import Metric
+
 # The store's naming rules (aae.store.validate_name) as JSON-schema patterns, so that the
 # OpenAPI document says what a name is: 1-64 letters, digits, '.', '_', '-', starting with
 # a letter or digit, no '..'; an alias is also not all digits; a version is a number
@@ -64,6 +66,10 @@ class AliasUpdate(BaseModel):
     version: Annotated[int, Field(ge=1)] | Annotated[str, Field(
         pattern=VERSION_PATTERN, max_length=64)] = Field(
         description="version number, or another alias to follow")
+    unless_worse: Metric | None = Field(None, description=(
+        "move the alias only if the version is no worse by this validation metric than "
+        "the version the alias points at (a tie moves it; an unset alias is simply set): "
+        "409 with both figures otherwise, 422 if a version lacks the metric"))
 
 
 class ModelVersionPublic(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from aae.checkpoints import config_fields
+from aae.selection import promote
 from aae.store import VersionInfo
 from service.auth import RequireApiKey
 from service.deps import RegistryDep, StoreDep
@@ -52,12 +53,13 @@ def get_version(name: Name, version: Version, store: StoreDep) -> ModelVersionPu
 
 @router.put("/{name}/aliases/{alias}", response_model=ModelVersionPublic,
             dependencies=[RequireApiKey], responses=problem_responses(401),
-            summary="Point an alias (e.g. production) at a version")
+            summary="Point an alias (e.g. production) at a version, optionally only if "
+                    "it is no worse by a validation metric")
 def set_alias(name: Name, alias: Alias, body: AliasUpdate, store: StoreDep,
               registry: RegistryDep) -> ModelVersionPublic:
-    version = store.set_alias(name, alias, body.version)
+    moved = promote(store, name, alias, body.version, body.unless_worse)
     registry.forget(name)
-    return _version_public(store.info(name, version))
+    return _version_public(store.info(name, moved.version))
 
 
 @router.delete("/{name}/versions/{version}", status_code=204, response_class=Response,
