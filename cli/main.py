@@ -3,6 +3,7 @@
     aae train --mode semi_supervised --labels 100 --epochs 10
     aae models
     aae figure manifold --model digits -o manifold.png
+    aae sweep run --labels 100 --grid seed=1,2,3   # or: submit, list, show
     aae up          # Redis (embedded unless REDIS_URL is set), a worker and the API
     aae worker      # one training worker on the job queue
     aae serve       # the API only
@@ -11,59 +12,28 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 from contextlib import ExitStack
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from aae.checkpoints import publish_model
-from aae.config import AAEConfig, Mode
-from aae.data import load_splits
+from aae.config import Mode
 from aae.device import tune_cpu_allocator
-from aae.errors import AAEError, DatasetNotFound
-from aae.presets import DEFAULT_PRESET, PRESETS, build_config, preset_names, preset_values
+from aae.errors import AAEError
+from aae.presets import DEFAULT_PRESET, PRESETS, preset_values
 from aae.store import CheckpointStore, validate_name
 from aae.training import Trainer
+from cli import sweep
 from cli.progress import ProgressBar, duration
 from cli.settings import get_settings
+from cli.training import (add_config_arguments, config_from_args, dataset_name,
+                          explicit_fields, open_splits)
 
 logger = logging.getLogger("aae")
-
-ALIASES = {"n_labels": "labels"}  # friendlier flag names
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--preset`` and one flag per ``AAEConfig`` field; a flag left out takes the preset's
-    value for the mode, else the field's default."""
-    group = parser.add_argument_group("model and training (defaults: the preset's values, "
-                                      "see `aae presets`; else the seed's recipe)")
-    group.add_argument("--preset", default=DEFAULT_PRESET, choices=preset_names(),
-                       help=f"named recipe (default {DEFAULT_PRESET})")
-    for field in dataclasses.fields(AAEConfig):
-        flag = "--" + ALIASES.get(field.name, field.name).replace("_", "-")
-        default = field.default
-        common = dict(dest=field.name, default=argparse.SUPPRESS)
-        if isinstance(default, Enum):
-            group.add_argument(flag, choices=[m.value for m in type(default)], **common)
-        elif isinstance(default, tuple):
-            group.add_argument(flag, type=int, nargs="*", **common)
-        elif default is None:
-            group.add_argument(flag, type=int, **common)
-        else:
-            group.add_argument(flag, type=type(default), help=f"field default {default}",
-                               **common)
-
-
-def config_from_args(args: argparse.Namespace) -> AAEConfig:
-    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(AAEConfig)
-                if hasattr(args, f.name)}
-    return build_config(args.preset, **explicit)
-
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
@@ -75,17 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.alias:
         validate_name(args.alias, "alias")
     tune_cpu_allocator()
-    # MNIST is fetched into the configured data directory only: a --data-dir that lacks
-    # the files is a mistake (a typo, another dataset's path) unless --download says not
-    download = not args.no_download and (args.data_dir is None or args.download)
-    try:
-        splits = load_splits(data_dir, n_labels=cfg.n_labels,
-                             validation_size=cfg.validation_size, seed=cfg.seed,
-                             download=download)
-    except DatasetNotFound as exc:
-        raise DatasetNotFound(f"{exc}. Point --data-dir (or AAE_DATA_DIR) at a directory "
-                              "with the four MNIST-format IDX files; --download fetches "
-                              "MNIST into --data-dir") from None
+    splits = open_splits(args, data_dir, cfg)
     trainer = Trainer(cfg, splits, device=args.device, on_progress=ProgressBar())
     result = trainer.fit()
     version = publish_model(store, name, result.model, result.metrics, result.extras)
@@ -97,15 +57,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{duration(m['train_seconds'])} on {m['device']}{error}, "
           f"test reconstruction loss {m['test_reconstruction_loss']:.4f}")
     return 0
-
-
-def dataset_name(data_dir: Path) -> str:
-    """A dataset is named by its directory (``.../fashion-mnist`` is ``fashion-mnist``), as
-    the job API names the workers' datasets; the default MNIST cache is ``mnist``."""
-    try:
-        return validate_name(data_dir.resolve().name, "dataset name")
-    except AAEError:
-        return "dataset"
 
 
 def _summary(metrics: dict[str, Any]) -> str:
@@ -279,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     figure.add_argument("--scale", type=int, default=2, help="enlarge each pixel (default 2)")
     figure.set_defaults(func=cmd_figure)
 
+    sweep.add_parser(commands, add_config_arguments)
+
     presets = commands.add_parser("presets", help="the named recipes and their values")
     presets.set_defaults(func=cmd_presets)
 
@@ -302,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "takes_base", False):
+            return args.func(args, explicit_fields(args))
         return args.func(args)
     except (AAEError, ValueError) as exc:
         print(f"aae: error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from aae.data import default_data_dir
 from aae_jobs.settings import AAESettings
@@ -15,6 +15,9 @@ from aae_jobs.settings import AAESettings
 class CLISettings(AAESettings):
     # MNIST-format IDX files; the canonical ones are downloaded here when missing
     data_dir: Path = Field(default_factory=default_data_dir)
+    # aae sweep submit, list, show: the API, and its key if it has one
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
 
     @property
     def redis_configured(self) -> bool:

@@ -23,8 +23,9 @@ from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
 from service.registry import ModelRegistry, pin_mmap_threshold
 from service import v2
 from service.routes import (figures, health, inference, jobs, metrics, models, presets,
-                            scores, web)
+                            scores, sweeps, web)
 from service.settings import ServiceSettings, get_settings
+from service.sweeps import Sweeps
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.encoder = Encoder(settings.encode_threads, settings.offload_pixels,
                                     settings.max_queue, deadline_s, observer.queue("*", "png"))
         app.state.jobs = JobQueue.connect(settings)  # connects on first use
+        app.state.sweeps = Sweeps(app.state.jobs, app.state.store, settings.max_sweep_points)
         app.state.metric_collectors = (JobMetrics(app.state.jobs),)
         logger.info("serving models from %s", settings.model_dir)
         gc.freeze()  # start-up objects (torch, the app) leave the collector's generations
@@ -85,6 +87,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(models.router, responses=problem_responses(400))  # unparseable bodies
     app.include_router(health.router)
     app.include_router(jobs.router, responses=problem_responses(400))
+    app.include_router(sweeps.router, responses=problem_responses(400))
     app.include_router(presets.router)
     app.include_router(metrics.router)
     app.include_router(web.router)

@@ -1,4 +1,4 @@
-"""Plots of a model version, drawn with matplotlib's object-oriented API on the Agg
+"""Plots of a model version and of a sweep, drawn with matplotlib's object-oriented API on the Agg
 canvas (no pyplot and no global figure state: safe in a threaded server)."""
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from aae.sweeps import PointResult
+from aae.sweeps import label as point_label
 
 
 def _png(figure: Figure) -> bytes:
@@ -67,6 +70,49 @@ def training_curves(history: list[dict[str, Any]], title: str) -> bytes:
         errors.text(0.5, 0.5, "no classifier", ha="center", va="center",
                     transform=errors.transAxes)
     errors.set_xlabel("epoch")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
+    """A sweep: the validation-error curves of its finished points overlaid (validation
+    loss for models without a classifier), and its ranked table, best first."""
+    key = "validation_error" if any(
+        h.get("validation_error") is not None for p in points for h in p.history) \
+        else "validation_loss"
+    scale = 100 if key == "validation_error" else 1
+    figure = Figure(figsize=(11, 4.5 + 0.22 * len(points)), dpi=100)
+    curves, listing = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    for n, point in enumerate(points):
+        values = [h.get(key) for h in point.history]
+        if any(v is not None for v in values):
+            curves.plot([h["epoch"] for h in point.history],
+                        [None if v is None else scale * v for v in values],
+                        marker=".", color=f"C{n % 10}", label=f"{n + 1}. {point_label(point.overrides)}")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel(key.replace("_", " ") + (" (%)" if scale == 100 else ""))
+    if curves.has_data():
+        curves.legend(fontsize=7)
+    else:
+        curves.text(0.5, 0.5, "no finished point yet", ha="center", va="center",
+                    transform=curves.transAxes)
+
+    def percent(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    rows = [[str(n + 1), point_label(p.overrides), p.status, percent(p.validation_error),
+             "-" if p.validation_loss is None else f"{p.validation_loss:.4f}",
+             percent(p.test_error), "-" if p.version is None else str(p.version)]
+            for n, p in enumerate(points)]
+    listing.axis("off")
+    if rows:
+        table = listing.table(cellText=rows, loc="upper center", colLabels=[
+            "#", "point", "status", "val. error", "val. loss", "test error", "version"])
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.auto_set_column_width(list(range(7)))
+    listing.set_title(f"ranked by {metric} (validation)", fontsize=9)
     figure.suptitle(title)
     figure.tight_layout()
     return _png(figure)

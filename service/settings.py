@@ -55,6 +55,7 @@ class ServiceSettings(AAESettings):
     job_retries: int = Field(3, ge=0)  # restarts after a crash (errors are not retried)
     job_result_ttl_s: int = Field(7 * 24 * 3600, ge=1)  # ended jobs stay listed this long
     job_events_poll_s: float = Field(0.5, gt=0)  # how often /jobs/{id}/events looks
+    max_sweep_points: int = Field(64, ge=1)  # training jobs one POST /sweeps may queue
 
     # set: submitting and cancelling jobs, moving aliases and deleting versions need
     # "Authorization: Bearer <api_key>"; inference stays open

@@ -7,7 +7,8 @@ queues the job, by the dotted names in ``aae_jobs.contract``).
 - ``on_stopped`` (in the worker, after RQ stopped the job on its own request, see
   ``worker.tasks``): counts it ``stopped`` and releases its lease at once.
 
-Each removes the job's scratch directory: it has ended and will not resume. A crash is
+Each removes the job's scratch directory: it has ended and will not resume; a job that
+is a sweep's point then settles its sweep if it was the last to end (``worker.sweeps``). A crash is
 different: a work horse killed under a live worker runs no callback, and a job whose
 worker was lost runs ``on_failure`` with ``AbandonedJobError`` (RQ's cleanup of the
 started registry, see ``worker.recovery``). RQ retries both while the job has retries
@@ -26,20 +27,31 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
+from rq.queue import Queue
 from rq.utils import now
 
+from aae.errors import AAEError
 from aae_jobs.contract import Outcome, lease_key
 from worker.metrics import record_outcome
 from worker.settings import get_settings
+from worker.sweeps import settle
 from worker.tasks import scratch_dir
 
 logger = logging.getLogger(__name__)
 
 
 def _ended(job: Job, connection: Redis, outcome: Outcome) -> None:
-    shutil.rmtree(scratch_dir(get_settings().model_dir, job.id), ignore_errors=True)
+    model_dir = get_settings().model_dir
+    shutil.rmtree(scratch_dir(model_dir, job.id), ignore_errors=True)
     device = str(job.meta.get("device") or "unknown").split(":", 1)[0]
     record_outcome(connection, outcome, device)
+    sweep = job.meta.get("sweep")
+    if sweep:  # RQ records this job's end after the callback: say it here
+        try:
+            settle(Queue(job.origin, connection=connection, serializer=job.serializer),
+                   model_dir, sweep, ending={job.id: outcome.value})
+        except (RedisError, AAEError, OSError) as exc:  # a maintenance pass settles it
+            logger.warning("job %s: cannot settle sweep %s now: %s", job.id, sweep, exc)
 
 
 def on_success(job: Job, connection: Redis, result: object) -> None:

@@ -38,7 +38,7 @@ from rq.queue import Queue
 
 from aae_jobs.contract import STOP_TTL_S, lapse_key, restore_lock, stop_key
 from aae_jobs.queueing import enqueue
-from aae_jobs.records import (RECORD_GRACE_S, RESTORE_AFTER_S, JobRecord, job_records,
+from aae_jobs.records import (RECORD_GRACE_S, RESTORE_AFTER_S, job_records,
                               read_record, remove_record, remove_stale_temporaries)
 from worker.control import lease_alive
 

@@ -32,7 +32,7 @@ from aae_jobs.contract import datasets_key
 from rq.executions import Execution
 from rq.job import Job
 
-from worker import recovery
+from worker import recovery, sweeps
 from worker.settings import WorkerSettings
 from worker.tasks import SCRATCH_DIR, datasets  # also loads torch and aae before the first fork
 
@@ -101,6 +101,8 @@ class TrainingWorker(Worker):
             for queue in self.queues:
                 recovery.remove_ended_scratch(self.scratch_root, queue, self.model_dir)
             recovery.remove_stale_staging(self.model_dir)
+            for queue in self.queues:
+                sweeps.settle_all(queue, self.model_dir)
         except RedisError as exc:  # RQ's idle wait backs off until Redis is back
             logger.warning("worker %s: maintenance postponed, Redis unavailable: %s",
                            self.name, exc)

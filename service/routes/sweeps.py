@@ -1,0 +1,85 @@
+"""Sweeps: many training jobs from one request, compared in one table. Thin: parse,
+call ``service.sweeps``, shape. Top-level routes (``/sweeps``), so that they never meet
+``/jobs/{id}``. Events as for jobs (FastAPI's ``EventSourceResponse``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from service.auth import RequireApiKey
+from service.deps import SettingsDep
+from service.errors import problem_responses
+from service.logs import request_id
+from service.plots import sweep_figure
+from service.sweep_schemas import SweepCreate, SweepPublic, SweepSummary
+from service.sweeps import SweepsDep
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=problem_responses(422, 503))
+
+SweepId = Annotated[str, Path(description="sweep id", pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+@router.post("", status_code=202, response_model=SweepPublic, dependencies=[RequireApiKey],
+             responses=problem_responses(401),
+             summary="Queue one training job per point of a grid or list; every point is "
+                     "checked first")
+def submit_sweep(params: SweepCreate, sweeps: SweepsDep, request: Request,
+                 response: Response) -> SweepPublic:
+    sweep = sweeps.submit(params, request_id.get())
+    response.headers["Location"] = str(request.app.url_path_for("get_sweep",
+                                                                sweep_id=sweep.id))
+    return sweep
+
+
+@router.get("", response_model=list[SweepSummary], summary="Sweeps, newest first")
+def list_sweeps(sweeps: SweepsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                ) -> list[SweepSummary]:
+    return sweeps.recent(limit)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic, responses=problem_responses(404),
+            summary="A sweep's points, best first by its metric, and their spread over seeds")
+def get_sweep(sweep_id: SweepId, sweeps: SweepsDep) -> SweepPublic:
+    return sweeps.get(sweep_id)
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepPublic, status_code=202,
+             dependencies=[RequireApiKey], responses=problem_responses(401, 404, 409),
+             summary="Cancel every point not ended (running ones stop at their next step)")
+def cancel_sweep(sweep_id: SweepId, sweeps: SweepsDep) -> SweepPublic:
+    return sweeps.cancel(sweep_id)
+
+
+async def existing_sweep(sweep_id: SweepId, sweeps: SweepsDep) -> str:
+    """404 or 503 before a stream starts."""
+    await run_in_threadpool(sweeps.get, sweep_id)
+    return sweep_id
+
+
+@router.get("/{sweep_id}/events", response_class=EventSourceResponse,
+            responses={**problem_responses(404),
+                       200: {"description": "server-sent events: 'sweep' (the sweep, each "
+                                            "time it changes), then 'end' (every point "
+                                            "ended and the sweep settled)"}},
+            summary="Follow a sweep until it ends (server-sent events)")
+async def sweep_events(sweep_id: Annotated[str, Depends(existing_sweep)], sweeps: SweepsDep,
+                       settings: SettingsDep) -> AsyncIterable[ServerSentEvent]:
+    async for sweep in sweeps.follow(sweep_id, settings.job_events_poll_s):
+        yield ServerSentEvent(event="end" if sweep.status == "ended" and sweep.settled
+                              else "sweep", data=sweep)
+
+
+@router.get("/{sweep_id}/figure.png", response_class=Response,
+            responses={**problem_responses(404),
+                       200: {"content": {"image/png": {}}, "description": "a PNG"}},
+            summary="The points' validation curves overlaid, and the ranked table")
+def sweep_figure_png(sweep_id: SweepId, sweeps: SweepsDep) -> Response:
+    record = sweeps.record(sweep_id)
+    ranked = sweeps.ranked(record)
+    png = sweep_figure(ranked, record.rank_by, f"sweep {sweep_id[:8]} of {record.name}")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
