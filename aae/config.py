@@ -104,6 +104,7 @@ class AAEConfig:
     # models trained before it, so an older config.json rebuilds exactly its model.
     # encoder regularisation (the paper: Gaussian noise on the input, no dropout)
     input_noise_std: float = 0.0
+    encoder_batch_norm: bool = False  # BatchNorm1d after each of the encoder's layers
     # optimisation
     optimizer: Optimizer = Optimizer.ADAM
     momentum: float = 0.9  # SGD only

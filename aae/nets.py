@@ -33,11 +33,16 @@ class Dropout(nn.Dropout):
         return x * mask
 
 
-def mlp(in_dim: int, hidden: int, depth: int, dropout: float) -> nn.Sequential:
-    """``depth`` blocks of Linear -> ReLU -> Dropout."""
+def mlp(in_dim: int, hidden: int, depth: int, dropout: float,
+        batch_norm: bool = False) -> nn.Sequential:
+    """``depth`` blocks of Linear -> ReLU -> Dropout (Linear -> BatchNorm -> ReLU ->
+    Dropout with ``batch_norm``)."""
     layers: list[nn.Module] = []
     for i in range(depth):
-        layers += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.ReLU(), Dropout(dropout)]
+        layers.append(nn.Linear(in_dim if i == 0 else hidden, hidden))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers += [nn.ReLU(), Dropout(dropout)]
     return nn.Sequential(*layers)
 
 
@@ -47,7 +52,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: AAEConfig) -> None:
         super().__init__()
-        self.body = mlp(cfg.x_dim, cfg.hidden, cfg.depth, cfg.dropout_encoder)
+        self.body = mlp(cfg.x_dim, cfg.hidden, cfg.depth, cfg.dropout_encoder,
+                        cfg.encoder_batch_norm)
         self.gauss = nn.Linear(cfg.hidden, cfg.z_dim)
         self.cat = nn.Linear(cfg.hidden, cfg.n_classes) if cfg.has_categorical else None
 

@@ -29,7 +29,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + ALIASES.get(field.name, field.name).replace("_", "-")
         default = field.default
         common = dict(dest=field.name, default=argparse.SUPPRESS)
-        if isinstance(default, Enum):
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif isinstance(default, Enum):
             group.add_argument(flag, choices=[m.value for m in type(default)], **common)
         elif isinstance(default, tuple):
             group.add_argument(flag, type=int, nargs="*", **common)

@@ -1,5 +1,5 @@
 """The model-quality options (input noise, SGD and schedules, the sequential step, VAT,
-entropy, the paper's cluster mapping) and the presets: each exercised on real digits,
+entropy, the encoder's batch norm, the paper's cluster mapping) and the presets: each exercised on real digits,
 deterministic, and resumed exactly."""
 
 import pytest
@@ -23,6 +23,7 @@ OPTIONS = {
     "vat": dict(vat_weight=1.0, vat_epsilon=2.0),
     "entropy": dict(entropy_weight=0.5, labeled_batch_size=50),
     "label-shift": dict(label_shift=2),
+    "batch-norm": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5),
 }
 
 
