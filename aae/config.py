@@ -135,6 +135,9 @@ class AAEConfig:
                 except ValueError:
                     choices = ", ".join(m.value for m in enum)
                     raise ValueError(f"{field} must be one of {choices}, got {value!r}") from None
+        if not isinstance(self.encoder_batch_norm, bool):
+            raise ValueError(f"encoder_batch_norm must be true or false, got "
+                             f"{self.encoder_batch_norm!r}")
         positive = ("x_dim", "z_dim", "n_classes", "hidden", "depth", "batch_size", "epochs",
                     "mixture_components")
         for name in positive:
