@@ -117,7 +117,7 @@ def seed_groups(points: Sequence[PointResult]) -> list[SeedGroup]:
     """Groups of two or more points equal but for ``seed``, figures over the finished
     ones, in the order of each group's first point."""
     groups: dict[str, list[PointResult]] = {}
-    for point in points:
+    for point in sorted(points, key=lambda p: p.index):
         if SEED not in point.overrides:
             continue
         rest = {k: v for k, v in point.overrides.items() if k != SEED}

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from aae.sweeps import PointResult
 from aae.sweeps import label as point_label
@@ -91,6 +92,7 @@ def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
                         [None if v is None else scale * v for v in values],
                         marker=".", color=f"C{n % 10}", label=f"{n + 1}. {point_label(point.overrides)}")
     curves.set_xlabel("epoch")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_ylabel(key.replace("_", " ") + (" (%)" if scale == 100 else ""))
     if curves.has_data():
         curves.legend(fontsize=7)
