@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import statistics
 import sys
@@ -30,7 +29,8 @@ from aae.data import default_data_dir, load_splits  # noqa: E402
 from aae.store import CheckpointStore  # noqa: E402
 from aae.device import tune_cpu_allocator  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
-from aae.training import Progress, Trainer  # noqa: E402
+from aae.runlog import RunLog  # noqa: E402
+from aae.training import Trainer  # noqa: E402
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
 
@@ -51,41 +51,20 @@ def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, s
     cfg = build_config(preset, **{"mode": mode, "n_labels": labels, "seed": seed, **sets})
     splits = load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
                          seed=cfg.seed)
-    RUNS.mkdir(parents=True, exist_ok=True)
     log_path = RUNS / f"{name}-seed{seed}.log"
-    log = open(log_path, "w", encoding="utf-8")
-
-    def write(line: str) -> None:
-        print(line, flush=True)
-        log.write(line + "\n")
-        log.flush()
-
-    write(f"# {name} seed {seed}: python benchmarks/quality.py --preset {preset} "
-          f"--mode {mode} --labels {labels} --seeds {seed} --name {name} "
-          + " ".join(f"--set {k}={v!r}" for k, v in sets.items()))
-    write("# config " + json.dumps(cfg.to_dict()))
-    write("# epoch step train_s validation_error validation_loss losses")
-
-    def on_progress(p: Progress) -> None:
-        if p.event == "epoch":
-            losses = " ".join(f"{k}={v:.4f}" for k, v in p.losses.items())
-            write(f"{p.epoch} {p.step} {p.elapsed_s:.1f} {p.validation_error:.4f} "
-                  f"{p.validation_loss:.4f} {losses}")
-
-    trainer = Trainer(cfg, splits, on_progress=on_progress, progress_every=10**9)
+    log = RunLog(log_path, f"{name} seed {seed}: python benchmarks/quality.py --preset "
+                 f"{preset} --mode {mode} --labels {labels} --seeds {seed} --name {name} "
+                 + " ".join(f"--set {k}={v!r}" for k, v in sets.items()), cfg)
+    trainer = Trainer(cfg, splits, on_progress=log.on_progress, progress_every=10**9)
     result = trainer.fit()
     test_error = result.metrics["test_error"]  # clusters mapped on the validation split
+    note = None
     if store is not None:
         version = publish_model(CheckpointStore(store), name, result.model, result.metrics,
                                 result.extras)
-        write(f"# published as {name} version {version} in {store}")
-    best = min(trainer.history, key=lambda h: h["validation_error"])
+        note = f"published as {name} version {version} in {store}"
+    log.finish(result.metrics, note)
     m = result.metrics
-    write(f"# finished: {m['steps']} steps, {m['train_seconds']:.0f} s training "
-          f"(validation included), final validation error {m['validation_error']:.4f}, "
-          f"best validation error {best['validation_error']:.4f} at epoch {best['epoch']}, "
-          f"test error {test_error:.4f}")
-    log.close()
     return {"seed": seed, "test_error": test_error, "validation_error": m["validation_error"],
             "train_seconds": m["train_seconds"], "log": str(log_path)}
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,8 @@ from aae.errors import AAEError
 from aae.selection import Metric, MetricWorse, promote
 from aae.store import CheckpointStore, validate_name
 from aae.sweeps import PointResult, expand, label, point_from_metrics, table
-from aae.training import Trainer
+from aae.runlog import RunLog
+from aae.training import Progress, Trainer
 from cli.progress import ProgressBar
 from cli.training import dataset_name, open_splits
 from cli.settings import get_settings
@@ -72,6 +76,19 @@ def _overrides(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 # -- run: here, one point after the other --------------------------------------------------
 
+def _slug(point: dict[str, Any]) -> str:
+    """``{"seed": 1, "z_dim": 10}`` -> ``seed1-z_dim10`` (a file name)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "", label(point).replace("=", "").replace(" ", "-"))
+
+
+def _both(bar: ProgressBar, log: RunLog | None) -> Callable[[Progress], None]:
+    def on_progress(p: Progress) -> None:
+        bar(p)
+        if log is not None:
+            log.on_progress(p)
+    return on_progress
+
+
 def cmd_run(args: argparse.Namespace, base: dict[str, Any]) -> int:
     settings = get_settings()
     data_dir = Path(args.data_dir or settings.data_dir)
@@ -87,8 +104,17 @@ def cmd_run(args: argparse.Namespace, base: dict[str, Any]) -> int:
     for index, (point, cfg) in enumerate(zip(overrides, configs, strict=True)):
         print(f"point {index + 1}/{len(configs)}: {label(point)}", file=sys.stderr)
         splits = open_splits(args, data_dir, cfg)
-        result = Trainer(cfg, splits, device=args.device, on_progress=ProgressBar()).fit()
+        progress, log = ProgressBar(), None
+        if args.log_dir:
+            log = RunLog(args.log_dir / f"{name}-{_slug(point)}.log",
+                         f"{name} point {index}, {label(point)}: aae "
+                         + " ".join(shlex.quote(a) for a in sys.argv[1:]), cfg, echo=False)
+        result = Trainer(cfg, splits, device=args.device,
+                         on_progress=_both(progress, log)).fit()
         version = publish_model(store, name, result.model, result.metrics, result.extras)
+        if log is not None:
+            log.finish(result.metrics, f"published as {name} version {version} in "
+                       f"{store.root}")
         results.append(point_from_metrics(index, point, result.metrics, version))
     print(f"sweep of {name} in {store.root}: {len(results)} points\n")
     print(table(results, args.rank_by))
@@ -225,6 +251,8 @@ def add_parser(commands: argparse._SubParsersAction, add_config_arguments: Any) 
     run.add_argument("--download", action="store_true", help="fetch MNIST into --data-dir "
                      "if its files are missing")
     run.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
+    run.add_argument("--log-dir", type=Path, help="also write each point's per-epoch log "
+                     "here (<name>-<point>.log, the format of docs/runs/)")
     add_config_arguments(run)
     run.set_defaults(func=cmd_run, takes_base=True)
 
