@@ -50,6 +50,8 @@ def label(overrides: Mapping[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, bool) or value is None:  # as the grid is written: JSON
+        return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):

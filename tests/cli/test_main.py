@@ -84,3 +84,41 @@ def test_a_mistyped_data_dir_is_an_error_not_a_download(tmp_path, fixture_data_d
     assert result.returncode == 2, result.stdout
     assert "--data-dir" in result.stderr and "AAE_DATA_DIR" in result.stderr
     assert "download disabled" in result.stderr and not typo.exists()
+
+
+def test_sweep_run_trains_each_point_here_prints_the_table_logs_and_promotes(
+        fixture_data_dir, tmp_path):
+    env = {"AAE_DATA_DIR": str(fixture_data_dir), "AAE_MODEL_DIR": str(tmp_path / "models")}
+    run = aae("sweep", "run", "--mode", "semi_supervised", "--labels", "100", "--epochs", "1",
+              "--hidden", "64", "--validation-size", "300", "--precision", "fp32",
+              "--grid", "seed=1,2", "--grid", "encoder_batch_norm=false,true",
+              "--name", "swept", "--promote", "production", "--log-dir", str(tmp_path / "logs"),
+              "--no-download", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "point 4/4: seed=2 encoder_batch_norm=true" in run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "seed=" in line]
+    groups = [line for line in run.stdout.splitlines()
+              if line.startswith("| encoder_batch_norm=")]
+    assert len(rows) == 4 and len(groups) == 2  # the points, then the seed groups
+    assert all("| 1,2 | 2 |" in g for g in groups)
+    errors = [float(r.split("|")[4].strip().rstrip("%")) for r in rows[:4]]
+    assert errors == sorted(errors)
+    data = json.loads(aae("models", "--json", env=env).stdout)["swept"]
+    assert sorted(data["versions"]) == ["1", "2", "3", "4"]
+    best = int(rows[0].split("|")[8])
+    assert data["aliases"]["production"] == best
+    assert f"production of swept: version {best} (was unset)" in run.stdout
+    logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert logs == ["swept-seed1-encoder_batch_normfalse.log",
+                    "swept-seed1-encoder_batch_normtrue.log",
+                    "swept-seed2-encoder_batch_normfalse.log",
+                    "swept-seed2-encoder_batch_normtrue.log"]
+    text = (tmp_path / "logs" / logs[0]).read_text()
+    assert text.count("\n1 17 ") == 1 and "# finished: 17 steps" in text
+
+
+def test_sweep_refuses_a_grid_it_cannot_read(tmp_path):
+    bad = aae("sweep", "run", "--grid", "seed", "--model-dir", str(tmp_path))
+    assert bad.returncode == 2 and "--grid 'seed': write field=value1,value2" in bad.stderr
+    both = aae("sweep", "submit", "--grid", "seed=1", "--points", "[{}]")
+    assert both.returncode == 2 and "one of them" in both.stderr
