@@ -74,9 +74,8 @@ class Promotion:
 
 @contextmanager
 def _alias_lock(store: CheckpointStore, name: str) -> Iterator[None]:
+    store.versions(name)  # the store's CheckpointNotFound for a model it does not have
     directory = store.root / validate_name(name) / ALIASES_DIR
-    if not directory.parent.is_dir():
-        raise CheckpointNotFound(f"no model {name!r}")
     directory.mkdir(exist_ok=True)
     with open(directory / ".lock", "a") as f:  # dot files are not aliases
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
