@@ -20,6 +20,7 @@ document.querySelectorAll("nav button").forEach((button) => {
     button.classList.add("active");
     $(`#${button.dataset.view}`).classList.add("active");
     if (button.dataset.view === "jobs") refreshJobs();
+    if (button.dataset.view === "sweeps") refreshSweeps();
   });
 });
 
@@ -130,9 +131,10 @@ function input(name, field) {
   label.textContent = `${name} `;
   label.title = field.description || "";
   let control;
-  if (field.enum) {
+  if (field.enum || field.type === "boolean") {
+    const choices = field.enum || ["true", "false"];
     control = document.createElement("select");
-    control.append(new Option("(preset's)", ""), ...field.enum.map((v) => new Option(v, v)));
+    control.append(new Option("(preset's)", ""), ...choices.map((v) => new Option(v, v)));
   } else {
     control = document.createElement("input");
     control.type = ["integer", "number"].includes(field.type) ? "number" : "text";
@@ -254,6 +256,52 @@ function follow(job) {
   });
   $("#job-cancel").onclick = () => fetch(`/jobs/${job.id}/cancel`,
                                          { method: "POST", headers: authorized() });
+}
+
+// -- sweeps --------------------------------------------------------------------------------
+const pointLabel = (overrides) =>
+  Object.entries(overrides).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") || "base";
+const spread = (s) => (s ? `${percent(s.mean)} ± ${percent(s.std)} (n=${s.n})` : "");
+
+async function refreshSweeps() {
+  let sweeps = [];
+  try { sweeps = await api("/sweeps?limit=20"); } catch (error) { return; }
+  const rows = sweeps.map((sweep) => {
+    const row = document.createElement("tr");
+    const id = cell(row, "");
+    const link = document.createElement("a");
+    link.href = "#";
+    link.textContent = sweep.id.slice(0, 8);
+    link.addEventListener("click", (event) => { event.preventDefault(); showSweep(sweep.id); });
+    id.appendChild(link);
+    cell(row, sweep.model);
+    cell(row, sweep.status);
+    cell(row, Object.entries(sweep.counts).map(([s, n]) => `${n} ${s}`).join(", "));
+    const p = sweep.promotion;
+    cell(row, sweep.promote ? `${sweep.promote}: ${p ? p.state : "pending"}` : "");
+    return row;
+  });
+  $("#sweep-list tbody").replaceChildren(...rows);
+}
+
+async function showSweep(id) {
+  const sweep = await api(`/sweeps/${id}`);
+  $("#sweep-detail").hidden = false;
+  $("#sweep-id").textContent = sweep.id;
+  $("#sweep-figure").src = `/sweeps/${id}/figure.png?t=${Date.now()}`;
+  $("#sweep-points tbody").replaceChildren(...sweep.points.map((p, i) => {
+    const row = document.createElement("tr");
+    [i + 1, pointLabel(p.overrides), p.status, percent(p.validation_error),
+     p.validation_loss === null ? "" : p.validation_loss.toFixed(4), percent(p.test_error),
+     p.version ?? ""].forEach((text) => cell(row, String(text)));
+    return row;
+  }));
+  $("#sweep-seeds tbody").replaceChildren(...sweep.seeds.map((g) => {
+    const row = document.createElement("tr");
+    [pointLabel(g.overrides), g.seeds.join(", "), spread(g.validation_error),
+     spread(g.test_error)].forEach((text) => cell(row, text));
+    return row;
+  }));
 }
 
 function drawCurve(values) {

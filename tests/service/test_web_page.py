@@ -1,7 +1,7 @@
 """The web page at / in a real headless Chromium, against a real server (uvicorn), a real
 Redis and a real training worker, with every host but this machine unresolvable: it loads
 without console errors or outside requests, draws and classifies a digit, walks the code,
-and trains a model from its form with live progress to the end."""
+trains a model from its form with live progress to the end, and shows a sweep."""
 
 from __future__ import annotations
 
@@ -148,4 +148,31 @@ def test_a_job_from_the_form_shows_live_progress_and_finishes(browser, base_url)
         "return !i.hidden && i.complete && i.naturalWidth === 280"))
     wait(browser, lambda d: "from-the-page" in d.find_element(  # hidden view: textContent
         By.ID, "model-list").get_attribute("textContent"))
+    assert browser.get_log("browser") == []
+
+
+def test_the_sweeps_view_lists_sweeps_and_shows_one_ranked_with_its_figure(browser, base_url):
+    import httpx
+
+    body = {"base": {"preset": "seed", "mode": "semi_supervised", "n_labels": 100,
+                     "epochs": 1, "hidden": 64, "validation_size": 300, "precision": "fp32",
+                     "name": "swept-on-the-page"},
+            "grid": {"seed": [1, 2]}}
+    sweep = httpx.post(base_url + "/sweeps", json=body, timeout=30).json()
+    wait(browser, lambda d: httpx.get(f"{base_url}/sweeps/{sweep['id']}").json()["settled"],
+         timeout=120)
+    browser.get(base_url + "/")
+    view(browser, "sweeps")
+    wait(browser, lambda d: sweep["id"][:8] in d.find_element(By.ID, "sweep-list").text)
+    assert "2 finished" in browser.find_element(By.ID, "sweep-list").text
+    browser.find_element(By.LINK_TEXT, sweep["id"][:8]).click()
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.getElementById('sweep-figure');"
+        "return i.complete && i.naturalWidth > 500"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#sweep-points tbody tr")
+    assert len(rows) == 2 and all("finished" in r.text for r in rows)
+    errors = [float(r.find_elements(By.TAG_NAME, "td")[3].text.rstrip("%")) for r in rows]
+    assert errors == sorted(errors)
+    seeds = browser.find_element(By.ID, "sweep-seeds").text
+    assert "base 1, 2" in seeds and "(n=2)" in seeds  # mean ± spread over both seeds
     assert browser.get_log("browser") == []
