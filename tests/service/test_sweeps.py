@@ -16,6 +16,8 @@ import pytest
 import torch
 from redis import Redis
 from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode, Precision
@@ -233,3 +235,48 @@ def test_a_gated_alias_moves_only_to_a_version_no_worse(stack: Stack) -> None:
     r = put("/models/gated/aliases/production", json={"version": unsupervised, **gate})
     assert r.status_code == 422 and "validation_error" in r.json()["detail"]
     assert store.aliases("gated")["production"] == v1
+
+
+def test_a_point_whose_worker_is_killed_resumes_and_the_sweep_still_promotes_once(
+        tmp_path: Path, make_workers: Callable[..., Any], wait_for: Callable[..., Any]) -> None:
+    """kill -9 of a worker and its work horse mid-point: a second worker resumes the point
+    from its saved state, the sweep finishes and its best point is promoted, once."""
+    import os
+    import signal
+
+    model_dir, workers = tmp_path / "models", make_workers()
+    with EmbeddedRedis() as redis, LiveServer(model_dir, redis_url=redis.url,
+                                              queue="crash") as live, \
+            httpx.Client(base_url=live.base_url, timeout=30) as client:
+        try:
+            doomed = workers.start(redis.url, model_dir, queue="crash")
+            r = client.post("/sweeps", json={
+                "base": {**QUICK, "name": "crashy", "epochs": 8, "batch_size": 20},
+                "grid": {"seed": [1, 2]}, "promote": "production"})
+            assert r.status_code == 202, r.text
+            sweep_id = r.json()["id"]
+
+            def saved_point() -> str | None:
+                for p in client.get(f"/sweeps/{sweep_id}").json()["points"]:
+                    job = client.get(f"/jobs/{p['job']}").json()
+                    if (job["checkpoint_epoch"] or 0) >= 2 and job["status"] == "started":
+                        return p["job"]
+                return None
+            victim = wait_for(saved_point, timeout=120, what="a point with a saved state")
+            horse = Job.fetch(victim, connection=Redis.from_url(redis.url),
+                              serializer=JSONSerializer).meta["pid"]
+            os.kill(horse, signal.SIGKILL)  # the work horse (RQ forks it into its own
+            os.killpg(doomed.pid, signal.SIGKILL)  # session) and the worker
+            doomed.wait()
+            workers.start(redis.url, model_dir, queue="crash")
+            sweep = _ended(Stack(redis, model_dir, CheckpointStore(model_dir), live, client),
+                           sweep_id, wait_for, timeout=180)
+            job = client.get(f"/jobs/{victim}").json()
+        finally:
+            workers.stop_all()
+    assert [p["status"] for p in sweep["points"]] == ["finished", "finished"]
+    assert job["attempts"] == 2 and job["resumed_from_epoch"] >= 2  # resumed, not redone
+    store = CheckpointStore(model_dir)
+    assert store.versions("crashy") == [1, 2]  # one version per point, none twice
+    assert sweep["promotion"]["state"] == "promoted"
+    assert store.aliases("crashy")["production"] == sweep["points"][0]["version"]
