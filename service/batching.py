@@ -13,6 +13,11 @@ the ~20 small torch calls of a forward pass needs the GIL back from a busy event
 loop, which hands it over only every switch interval (5 ms), so a 4 ms forward pass
 took tens of milliseconds under load.
 
+On the event loop, no pass may hold it for long: a request of more than ``max_batch``
+rows is computed in slices of ``max_batch`` rows, and the loop gets a turn between two
+slices and between two passes. Run back to back, the 256-row passes of a flood of
+``/sample?n=256`` kept ``/healthz`` waiting for up to half a second.
+
 Admission control: a batcher holds at most ``max_queue`` waiting requests; one more is
 refused at once (``Overloaded("queue_full")``, a 503 with Retry-After). A request still
 waiting ``deadline_s`` after it reached the service (``service.logs.request_start``) is
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -72,7 +78,7 @@ class Batcher:
     """Batches calls of ``forward(*inputs) -> outputs``; every tensor's first dimension is
     the batch. An input may be None (an input the model does not take): it must then be
     None in every call, and is passed on as None. A request larger than ``max_batch``
-    runs on its own."""
+    runs on its own (in slices of ``max_batch`` rows on the event loop)."""
 
     def __init__(self, forward: Forward, executor: Executor | None, max_batch: int,
                  max_wait_s: float, observe: Callable[[PassReport], None] | None = None,
@@ -130,12 +136,15 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        passed = False  # a pass has run in this loop
         while self._queue:
             if self._shared and self._rows < self.max_batch and self.max_wait_s > 0:
                 try:
                     await asyncio.wait_for(self._full.wait(), self.max_wait_s)
                 except TimeoutError:
                     pass
+            elif passed and self.executor is None:  # the loop's turn between two passes
+                await asyncio.sleep(0)
             batch = self._take(loop.time())
             if not batch:
                 continue
@@ -143,19 +152,20 @@ class Batcher:
             self._shared = len(batch) > 1
             joined = [torch.cat(parts) if len(parts) > 1 and parts[0] is not None else parts[0]
                       for parts in zip(*(inputs for inputs, *_ in batch))]
-            start = loop.time()
+            start, passed = loop.time(), True
             try:
                 if self.executor is None:
-                    outputs = self._forward(joined)
+                    outputs, compute_s = await self._forward_inline(joined)
                 else:
                     outputs = await loop.run_in_executor(self.executor, self._forward, joined)
+                    compute_s = loop.time() - start
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                self._report(batch, sizes, start, loop.time(), ok=False)
+                self._report(batch, sizes, start, loop.time() - start, ok=False)
                 for _, future, *_ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self._report(batch, sizes, start, loop.time(), ok=True)
+            self._report(batch, sizes, start, compute_s, ok=True)
             for i, (_, future, *_) in enumerate(batch):
                 if not future.done():
                     start_row = sum(sizes[:i])
@@ -163,12 +173,32 @@ class Batcher:
                                             out[start_row:start_row + sizes[i]]
                                             for out in outputs))
 
-    def _report(self, batch: list, sizes: list[int], start: float, end: float,
+    def _report(self, batch: list, sizes: list[int], start: float, compute_s: float,
                 ok: bool) -> None:
         if self.observe is not None:
-            self.observe(PassReport(rows=sum(sizes), compute_s=end - start,
+            self.observe(PassReport(rows=sum(sizes), compute_s=compute_s,
                                     queued_s=tuple(start - item[2] for item in batch),
                                     ok=ok))
+
+    async def _forward_inline(self, inputs: list[torch.Tensor | None]
+                              ) -> tuple[Sequence[torch.Tensor | None], float]:
+        """The pass on the event loop, and its compute time: in slices of at most
+        ``max_batch`` rows with a yield between them, so that one large request holds
+        the loop no longer than a full batch does."""
+        rows, start = inputs[0].shape[0], time.perf_counter()
+        if rows <= self.max_batch:
+            return self._forward(inputs), time.perf_counter() - start
+        parts, compute_s = [], 0.0
+        for first in range(0, rows, self.max_batch):
+            if parts:
+                compute_s += time.perf_counter() - start
+                await asyncio.sleep(0)
+                start = time.perf_counter()
+            parts.append(self._forward([None if x is None else x[first:first + self.max_batch]
+                                        for x in inputs]))
+        compute_s += time.perf_counter() - start
+        outputs = tuple(None if outs[0] is None else torch.cat(outs) for outs in zip(*parts))
+        return outputs, compute_s
 
     def _forward(self, inputs: list[torch.Tensor]) -> Sequence[torch.Tensor]:
         with torch.inference_mode():

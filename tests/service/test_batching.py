@@ -52,13 +52,44 @@ def test_optional_inputs_are_joined_when_given():
         assert torch.equal(y, x + 1)
 
 
-def test_batches_split_at_the_limit_and_a_large_call_runs_alone():
+def test_batches_split_at_the_limit_and_a_large_call_runs_alone_in_slices():
     forward = Recorder()
     batcher = Batcher(forward, None, max_batch=4, max_wait_s=0.01)
     inputs, results = run(calls(batcher, [3, 3, 3, 9]))
-    assert all(size <= 4 for size in forward.batches[:-1] if size != 9)
-    assert 9 in forward.batches and sum(forward.batches) == 18
+    assert all(size <= 4 for size in forward.batches) and sum(forward.batches) == 18
+    assert forward.batches[-3:] == [4, 4, 1]  # the large call alone, max_batch at a time
     assert all(torch.equal(r[0], x * 2) for x, r in zip(inputs, results))
+
+
+@pytest.mark.parametrize("with_y", [False, True])
+def test_the_loop_runs_between_the_slices_of_a_large_call(with_y):
+    """On the event loop, a call of 10 rows with max_batch 4 is three passes, and other
+    work runs between them: the loop is never held for more than one full batch."""
+    events: list[str] = []
+
+    class Logged(Recorder):
+        def __call__(self, x, y=None):
+            events.append(f"pass {x.shape[0]}")
+            return super().__call__(x, y)
+
+    async def go():
+        batcher = Batcher(Logged(), None, max_batch=4, max_wait_s=0.0)
+
+        async def other_work():
+            for _ in range(3):
+                events.append("other")
+                await asyncio.sleep(0)
+
+        x = torch.arange(10, dtype=torch.float32).reshape(-1, 1)
+        result, _ = await asyncio.gather(batcher(x, x.clone() if with_y else None),
+                                         other_work())
+        return x, result
+
+    x, (doubled, y) = run(go())
+    assert torch.equal(doubled, x * 2) and (torch.equal(y, x + 1) if with_y else y is None)
+    passes = [i for i, e in enumerate(events) if e.startswith("pass")]
+    assert [events[i] for i in passes] == ["pass 4", "pass 4", "pass 2"]
+    assert all("other" in events[a + 1:b] for a, b in zip(passes, passes[1:])), events
 
 
 def test_an_error_reaches_every_caller_of_the_pass_and_the_batcher_goes_on():
