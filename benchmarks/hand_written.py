@@ -4,6 +4,8 @@ side in one process (rounds alternate between the two; median of the rounds).
 - ``QueryOnlyRoute`` (service/query_route.py) against FastAPI's ``APIRoute``, for an
   endpoint with /sample's query parameters, driven in-process through the ASGI app;
 - ``encode_png`` (service/images.py) against Pillow's PNG encoder (same zlib level);
+  enlarged 16 times (``/sample?n=256&scale=16``), against Pillow given the enlarged
+  picture;
 - ``multipart_files`` (service/inputs.py) against Starlette's form parser
   (python-multipart), for a one-file upload of a digit;
 - ``BodySizeLimit`` (service/limits.py) against FastAPI's ``max_body_size``, for a POST
@@ -164,6 +166,11 @@ def main() -> None:
                         calls, rounds))
     rows.append(compare("PNG 448x448", lambda: encode_png(large), lambda: pillow_png(large),
                         max(1, calls // 20), rounds))
+    grid = (rng.random((448, 448)) * 255).astype(np.uint8)  # 256 digits' worth
+    rows.append(compare("PNG 448x448 at scale 16 (7168x7168)",
+                        lambda: encode_png(grid, 16),
+                        lambda: pillow_png(grid.repeat(16, axis=0).repeat(16, axis=1)),
+                        max(1, calls // 1000), rounds))
 
     png = digit_png()
     boundary = b"----aae"

@@ -12,7 +12,7 @@ router = APIRouter(tags=["health"], responses=problem_responses(503))
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
-def healthz() -> Health:
+async def healthz() -> Health:  # async: a sync route waits for a thread (and the GIL)
     return Health(status="ok")
 
 

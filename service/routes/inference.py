@@ -59,11 +59,15 @@ def _wants_json(request: Request) -> bool:
 
 
 def check_work(request: Request, n: int, scale: int, limit: int) -> None:
-    """The work cap: the pixels of the answer (n images x 784 x scale^2 for a PNG)."""
-    pixels = n * PIXELS * (1 if _wants_json(request) else scale * scale)
+    """The work cap: the pixels of the answer (n images x 784 x scale^2 for a PNG); then
+    admission: an answer that could not be encoded before the deadline is shed now,
+    before its forward pass (``service.encoding``)."""
+    kind = "json" if _wants_json(request) else "png"
+    pixels = n * PIXELS * (1 if kind == "json" else scale * scale)
     if pixels > limit:
         raise InvalidInput(f"{n} images at scale {scale} is {pixels} output pixels, over the "
                            f"limit of {limit} per request")
+    request.app.state.encoder.admit(kind, pixels)
 
 
 async def _images_response(request: Request, loaded: LoadedModel, images: torch.Tensor,

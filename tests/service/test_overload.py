@@ -166,6 +166,35 @@ def test_a_shed_under_v2_is_the_protocols_error_with_retry_after(make_client):
     assert set(response.json()) == {"error"}
 
 
+def test_an_answer_the_encoder_cannot_make_in_time_is_refused_before_any_work(make_client,
+                                                                              scrape):
+    """With 10 s of encoding admitted ahead of it (a body on its way to the pool), a
+    request whose PNG would go to the pool is refused at once: 503, Retry-After 10, no
+    forward pass. A PNG made inline still passes; once that admission lapses (its
+    deadline passed), the request is served."""
+    client = make_client()
+    encoder = client.app.state.encoder
+    version = client.get("/sample?n=1").headers["x-model-version"]
+
+    def passes() -> float:
+        return scrape(client).value("aae_inference_batch_size_count", model="digits",
+                                    version=version, operation="decode")
+
+    before = passes()
+    encoder.admitted[-1] = (10.0, float("inf"))
+    shed = client.get(FLOOD)
+    check_shed(shed)
+    assert shed.headers["retry-after"] == "10"
+    assert "would wait about 10000 ms" in shed.json()["detail"]
+    assert passes() == before  # never computed
+    assert client.get("/sample?n=1").status_code == 200
+    encoder.admitted[-1] = (10.0, 0.0)  # its deadline has passed
+    served = client.get(FLOOD)
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert encoder.admitted == {} and encoder.backlog_s == 0
+    assert passes() == before + 2
+
+
 @pytest.mark.parametrize("path,status", [("/sample?n=64&scale=16", 422),
                                          ("/sample?n=256&scale=4", 200)])
 def test_the_work_cap_bounds_output_pixels(make_client, problem, path, status):
