@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+DATASET_CLASSES = 10  # classes of an MNIST-format dataset (digits 0-9; Fashion-MNIST too)
 
 
 class Mode(str, Enum):
@@ -70,56 +73,134 @@ class Precision(str, Enum):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: each bound that is set holds, and a float is
+    finite. Declared once, on the field (``_bounded``): ``AAEConfig`` checks it, and the
+    job API states it in its JSON schema (``service.job_schemas``)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    multiple_of: int | None = None
+
+    def bounds(self) -> dict[str, float]:
+        """The bounds that are set, by their JSON-schema (and pydantic) names."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return (math.isfinite(value)
+                and (self.ge is None or value >= self.ge)
+                and (self.gt is None or value > self.gt)
+                and (self.lt is None or value < self.lt)
+                and (self.le is None or value <= self.le)
+                and (self.multiple_of is None or value % self.multiple_of == 0))
+
+    def __str__(self) -> str:
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+        low = (f"[{num(self.ge)}" if self.ge is not None else
+               f"({num(self.gt)}" if self.gt is not None else None)
+        high = (f"{num(self.le)}]" if self.le is not None else
+                f"{num(self.lt)})" if self.lt is not None else None)
+        if low and high:
+            text = f"in {low}, {high}"
+        elif self.gt == 0 and not high:
+            text = "positive"
+        elif self.ge == 0 and not high:
+            text = "non-negative"
+        elif low:
+            text = f"at least {num(self.ge)}" if self.ge is not None else f"over {num(self.gt)}"
+        elif high:
+            text = f"at most {num(self.le)}" if self.le is not None else f"under {num(self.lt)}"
+        else:
+            text = "a finite number"
+        return text if self.multiple_of is None else f"a multiple of {self.multiple_of}, {text}"
+
+
+def _bounded(default: Any, range_: Range | None = None, *, each: Range | None = None,
+             why: str | None = None) -> Any:
+    """A field whose value (or, with ``each``, every item of it, none repeated) must lie in
+    a range (``why``: said when it does not); a field whose default is ``None`` may also
+    be ``None``."""
+    metadata: dict[str, Any] = {"range": range_} if range_ is not None else {"each": each}
+    return dataclasses.field(default=default, metadata={**metadata, "why": why})
+
+
+AT_LEAST_1 = Range(ge=1)
+NON_NEGATIVE = Range(ge=0)
+POSITIVE = Range(gt=0)
+FRACTION = Range(ge=0, lt=1)  # a dropout probability, a momentum
+
+# the modes that take labeled examples, where n_labels applies
+LABEL_MODES = frozenset({Mode.SEMI_SUPERVISED, Mode.SUPERVISED})
+
+
+@dataclass(frozen=True)
 class AAEConfig:
     """Architecture and training hyperparameters. Frozen: a run never mutates it."""
 
     mode: Mode = Mode.UNSUPERVISED
     # architecture
-    x_dim: int = 784
-    z_dim: int = 2
-    n_classes: int = 10  # label classes, or clusters in clustering mode
-    hidden: int = 1000
-    depth: int = 2  # hidden layers in every network
-    dropout_encoder: float = 0.25
-    dropout_decoder: float = 0.25
-    dropout_discriminator: float = 0.2
+    x_dim: int = _bounded(784, AT_LEAST_1)
+    z_dim: int = _bounded(2, AT_LEAST_1)
+    n_classes: int = _bounded(10, AT_LEAST_1)  # label classes, or clusters in clustering mode
+    hidden: int = _bounded(1000, AT_LEAST_1)
+    depth: int = _bounded(2, AT_LEAST_1)  # hidden layers in every network
+    dropout_encoder: float = _bounded(0.25, FRACTION)
+    dropout_decoder: float = _bounded(0.25, FRACTION)
+    dropout_discriminator: float = _bounded(0.2, FRACTION)
     # prior on z
     prior: PriorKind = PriorKind.GAUSSIAN
-    prior_std: float = 5.0
-    mixture_components: int = 10
-    mixture_component_std: float = 1.0
+    prior_std: float = _bounded(5.0, POSITIVE)
+    mixture_components: int = _bounded(10, AT_LEAST_1)
+    mixture_component_std: float = _bounded(1.0, POSITIVE)
     # optimisation (the seed's learning rates and batch size)
-    lr_reconstruction: float = 6e-4
-    lr_regularization: float = 8e-4
-    lr_semi_supervised: float = 1e-3
-    batch_size: int = 100
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many steps, whatever the epochs
+    lr_reconstruction: float = _bounded(6e-4, POSITIVE)
+    lr_regularization: float = _bounded(8e-4, POSITIVE)
+    lr_semi_supervised: float = _bounded(1e-3, POSITIVE)
+    batch_size: int = _bounded(100, AT_LEAST_1)
+    epochs: int = _bounded(10, AT_LEAST_1)
+    # stop after this many steps, whatever the epochs
+    max_steps: int | None = _bounded(None, AT_LEAST_1)
     # data
-    n_labels: int | None = None  # labeled examples (semi_supervised; None = all labels)
-    validation_size: int = 10_000
-    seed: int = 10
+    # labeled examples (semi_supervised, supervised; None = all labels), the same number
+    # of each of the dataset's classes
+    n_labels: int | None = _bounded(None, Range(ge=DATASET_CLASSES,
+                                                multiple_of=DATASET_CLASSES),
+                                    why="the same number of each of the dataset's classes")
+    validation_size: int = _bounded(10_000, NON_NEGATIVE)
+    # weights, dropout, splits and batch order (mixed with counters into torch seeds)
+    seed: int = _bounded(10, Range(ge=0, le=2**32 - 1))
     precision: Precision = Precision.AUTO
     # Fields below came after the first release; each default keeps the behaviour of the
     # models trained before it, so an older config.json rebuilds exactly its model.
     # encoder regularisation (the paper: Gaussian noise on the input, no dropout)
-    input_noise_std: float = 0.0
+    input_noise_std: float = _bounded(0.0, NON_NEGATIVE)
     encoder_batch_norm: bool = False  # BatchNorm1d after each of the encoder's layers
     # optimisation
     optimizer: Optimizer = Optimizer.ADAM
-    momentum: float = 0.9  # SGD only
+    momentum: float = _bounded(0.9, FRACTION)  # SGD only
     lr_schedule: LRSchedule = LRSchedule.CONSTANT
-    lr_milestones: tuple[int, ...] = ()  # epochs after which the rate is multiplied (STEP)
-    lr_gamma: float = 0.1
+    # epochs after which the rate is multiplied (STEP), in any order (kept sorted)
+    lr_milestones: tuple[int, ...] = _bounded((), each=AT_LEAST_1)
+    lr_gamma: float = _bounded(0.1, POSITIVE)
     step_mode: StepMode = StepMode.SIMULTANEOUS
     # consistency of q(y|x) on unlabeled digits (semi_supervised; 0 = off): virtual
     # adversarial training (Miyato et al. 2018) and conditional entropy minimisation
-    vat_weight: float = 0.0
-    vat_epsilon: float = 2.0  # L2 radius of the adversarial perturbation of an image
-    vat_xi: float = 10.0  # finite-difference step of the power iteration (1e-6 is lost in bf16)
-    entropy_weight: float = 0.0
-    labeled_batch_size: int | None = None  # labeled minibatch (None: batch_size)
-    label_shift: int = 0  # labeled images moved by up to this many pixels each step (0: off)
+    vat_weight: float = _bounded(0.0, NON_NEGATIVE)
+    # L2 radius of the adversarial perturbation of an image
+    vat_epsilon: float = _bounded(2.0, POSITIVE)
+    # finite-difference step of the power iteration (1e-6 is lost in bf16)
+    vat_xi: float = _bounded(10.0, POSITIVE)
+    entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
+    # labeled minibatch (None: batch_size)
+    labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
+    # labeled images moved by up to this many pixels each step (0: off)
+    label_shift: int = _bounded(0, Range(ge=0, le=8))
     # evaluation of clustering models
     cluster_mapping: ClusterMapping = ClusterMapping.MAJORITY
 
@@ -138,45 +219,24 @@ class AAEConfig:
         if not isinstance(self.encoder_batch_norm, bool):
             raise ValueError(f"encoder_batch_norm must be true or false, got "
                              f"{self.encoder_batch_norm!r}")
-        positive = ("x_dim", "z_dim", "n_classes", "hidden", "depth", "batch_size", "epochs",
-                    "mixture_components")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("dropout_encoder", "dropout_decoder", "dropout_discriminator"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("prior_std", "mixture_component_std", "lr_reconstruction",
-                     "lr_regularization", "lr_semi_supervised", "lr_gamma", "vat_epsilon",
-                     "vat_xi"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("input_noise_std", "vat_weight", "entropy_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        milestones = tuple(int(m) for m in self.lr_milestones)
-        if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
-            raise ValueError(f"lr_milestones must be increasing epochs >= 1, got "
-                             f"{list(self.lr_milestones)}")
-        object.__setattr__(self, "lr_milestones", milestones)
-        if not 0 <= self.label_shift <= 8:
-            raise ValueError(f"label_shift must be in 0..8 pixels, got {self.label_shift}")
-        if self.labeled_batch_size is not None and self.labeled_batch_size < 1:
-            raise ValueError(f"labeled_batch_size must be at least 1, got "
-                             f"{self.labeled_batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
-        if self.validation_size < 0:
-            raise ValueError(f"validation_size must be >= 0, got {self.validation_size}")
-        if self.mode is Mode.SEMI_SUPERVISED:
-            if self.n_labels is not None and (self.n_labels < self.n_classes
-                                              or self.n_labels % self.n_classes):
-                raise ValueError(
-                    f"n_labels must be a positive multiple of n_classes ({self.n_classes}) "
-                    f"so that every class is equally represented, got {self.n_labels}")
-        elif self.n_labels is not None and self.mode is not Mode.SUPERVISED:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not field.metadata or (value is None and field.default is None):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name} must be a finite number, got {value!r}")
+            if "range" in field.metadata and not field.metadata["range"].holds(value):
+                why = f" ({field.metadata['why']})" if field.metadata["why"] else ""
+                raise ValueError(f"{field.name} must be {field.metadata['range']}{why}, got "
+                                 f"{value!r}")
+            if "each" in field.metadata:
+                each = field.metadata["each"]
+                items = list(value)
+                if not all(each.holds(v) for v in items) or len(set(items)) != len(items):
+                    raise ValueError(f"{field.name} must be distinct numbers, each {each}, "
+                                     f"got {items}")
+                object.__setattr__(self, field.name, tuple(sorted(int(v) for v in items)))
+        if self.n_labels is not None and self.mode not in LABEL_MODES:
             raise ValueError(f"n_labels is only meaningful for semi_supervised or supervised, "
                              f"not {self.mode.value}")
 

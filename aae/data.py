@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aae.config import DATASET_CLASSES
 from aae.errors import DatasetCorrupt, DatasetNotFound
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
-NUM_CLASSES = 10
+NUM_CLASSES = DATASET_CLASSES
 IMAGE_SIDE = 28
 _IDX_DIMS = {0x00000803: 3, 0x00000801: 1}  # magic -> number of dimensions (uint8 data)
 _CHUNK = 1 << 16

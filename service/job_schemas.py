@@ -6,6 +6,13 @@ command line accepts, with the same defaults), plus the model name and the datas
 Fields left out take the preset's value for the mode (``preset``, default ``default``),
 else ``AAEConfig``'s. It is checked by building the ``AAEConfig``, so the rules live in
 one place; a broken rule becomes a 422 naming its field.
+
+The JSON schema says every rule, so that a body it allows is accepted: each field's
+range as ``AAEConfig`` declares it (``aae.config.Range``, read here into pydantic
+constraints), the names' patterns (the store's rules), and the two rules between
+fields: ``n_labels`` only with a mode that takes labels (``aae.config.LABEL_MODES``;
+no mode is the default, unsupervised), and without a ``name`` a dataset name short
+enough for the default name ``<dataset>-<mode>``.
 """
 
 from __future__ import annotations
@@ -13,27 +20,45 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Optional
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model,
                       field_validator, model_validator)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from aae.config import AAEConfig
+from aae.config import LABEL_MODES, AAEConfig, Mode
 from aae.presets import DEFAULT_PRESET, PRESETS, build_config
 from aae.store import validate_name
 from aae_jobs.contract import JobProgress, JobResult, JobStatus
+from service.schemas import NAME_PATTERN
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(AAEConfig))
+NAME_LENGTH = 64  # the store's limit
+# without a name, <dataset>-<mode> must be a name: room for the longest mode
+DATASET_LENGTH = NAME_LENGTH - max(len(f"-{mode.value}") for mode in Mode)
+
+
+def _rules_between_fields(schema: dict[str, Any]) -> None:
+    """The rules between fields, in the JSON schema (``_TrainJobBase`` checks them)."""
+    schema["allOf"] = [
+        {"anyOf": [{"properties": {"n_labels": {"type": "null"}}},
+                   {"required": ["mode"], "properties": {
+                       "mode": {"enum": sorted(mode.value for mode in LABEL_MODES)}}}]},
+        {"anyOf": [{"required": ["name"], "properties": {"name": {"type": "string"}}},
+                   {"properties": {"dataset": {"maxLength": DATASET_LENGTH}}}]},
+    ]
 
 
 class _TrainJobBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_rules_between_fields)
 
-    name: str | None = Field(None, description="model name in the checkpoint store "
-                             "(default: <dataset>-<mode>, e.g. mnist-semi-supervised)")
-    dataset: str = Field("mnist", description="'mnist' (downloaded by the workers when "
-                         "missing) or a dataset in the workers' AAE_DATASETS_DIR")
+    name: Optional[Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_LENGTH)]] = Field(
+        None, description="model name in the checkpoint store (default: <dataset>-<mode>, "
+        "e.g. mnist-semi-supervised)")
+    dataset: str = Field("mnist", pattern=NAME_PATTERN, max_length=NAME_LENGTH,
+                         description="'mnist' (downloaded by the workers when missing) or a "
+                         "dataset in the workers' AAE_DATASETS_DIR; at most "
+                         f"{DATASET_LENGTH} characters without a name")
     preset: typing.Literal[tuple(PRESETS)] = Field(  # type: ignore[valid-type]
         DEFAULT_PRESET, description="named recipe that fills in the fields not given "
         "(GET /presets lists each one's values per mode)")
@@ -50,6 +75,12 @@ class _TrainJobBase(BaseModel):
 
     @model_validator(mode="after")
     def _valid_config(self) -> _TrainJobBase:
+        if self.name is None and len(self.dataset) > DATASET_LENGTH:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("invalid_config", "{reason}", {"reason": (
+                    f"dataset: without a name, at most {DATASET_LENGTH} characters, so "
+                    "that <dataset>-<mode> is a model name")}),
+                loc=("dataset",), input=self.dataset)])
         try:
             self.config()
         except ValueError as exc:  # AAEConfig's messages start with the field's name
@@ -69,14 +100,56 @@ class _TrainJobBase(BaseModel):
         return self.name or f"{self.dataset}-{self.config().mode.value.replace('_', '-')}"
 
 
-def _no_schema_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # the value depends on the preset and the mode
+def _schema_extra(field: dataclasses.Field) -> Any:
+    """The field's JSON schema has no default (the value depends on the preset and the
+    mode), and a tuple whose items are bounded (``each``) has distinct items."""
+    def edit(schema: dict[str, Any]) -> None:
+        schema.pop("default", None)
+        if "each" in field.metadata:
+            schema["uniqueItems"] = True
+    return edit
+
+
+def _a_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError("number_type", "Input should be a number")
+    return value
+
+
+def _typed(hint: Any, **constraints: Any) -> Any:
+    """``hint`` with pydantic ``constraints``, its numbers and booleans typed as the JSON
+    schema says: a JSON ``true`` is not the number 1, nor 1 a boolean, nor ``"1"`` a
+    number; a whole float such as ``2.0`` is an integer (JSON Schema's ``integer``)."""
+    if hint is int:
+        return Annotated[int, Field(**constraints), BeforeValidator(_a_number)]
+    if hint in (float, bool):  # a strict float still takes an int
+        return Annotated[hint, Field(strict=True, **constraints)]
+    return Annotated[hint, Field(**constraints)] if constraints else hint
+
+
+def _constrained(hint: Any, field: dataclasses.Field) -> Any:
+    """``hint`` with the field's declared range (``aae.config.Range``) as pydantic
+    constraints (``_typed``): checked by pydantic and written into the JSON schema.
+    ``each`` bounds every item of a tuple (which ``_schema_extra`` makes distinct)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    if "range" in field.metadata:
+        finite = {"allow_inf_nan": False} if base is float else {}
+        base = _typed(base, **field.metadata["range"].bounds(), **finite)
+    elif "each" in field.metadata:
+        item = typing.get_args(base)[0]  # tuple[int, ...]
+        base = tuple[_typed(item, **field.metadata["each"].bounds()), ...]
+    else:
+        base = _typed(base)
+    return Optional[base] if optional else base
 
 
 def _config_fields() -> dict[str, Any]:
     hints = typing.get_type_hints(AAEConfig)
-    return {f.name: (hints[f.name], Field(f.default, json_schema_extra=_no_schema_default,
-                                          description="default: the preset's value"))
+    return {f.name: (_constrained(hints[f.name], f),
+                     Field(f.default, json_schema_extra=_schema_extra(f),
+                           description="default: the preset's value"))
             for f in dataclasses.fields(AAEConfig)}
 
 

@@ -122,7 +122,7 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
     ({"mode": "bogus"}, "mode must be one of"),
     ({"z_dim": 0}, "z_dim"),
     ({"dropout_encoder": 1.0}, "dropout_encoder"),
-    ({"mode": "semi_supervised", "n_labels": 105}, "multiple of n_classes"),
+    ({"mode": "semi_supervised", "n_labels": 105}, "multiple of 10"),
     ({"mode": "unsupervised", "n_labels": 100}, "only meaningful"),
     ({"lr_reconstruction": 0}, "positive"),
 ])

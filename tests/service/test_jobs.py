@@ -180,12 +180,33 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     ({"learning_rate": 0.1}, "learning_rate"),
     ({"preset": "fastest"}, "preset"),
     ({"optimizer": "lbfgs"}, "optimizer"),
-    ({"lr_milestones": [5, 2]}, "lr_milestones"),
+    ({"lr_milestones": [2, 2]}, "lr_milestones"),
+    # typed as the JSON schema says: true is not 1, nor "3" a number, nor 1 a boolean
+    ({"label_shift": False}, "label_shift"),
+    ({"z_dim": "3"}, "z_dim"),
+    ({"z_dim": 2.5}, "z_dim"),
+    ({"vat_weight": True}, "vat_weight"),
+    ({"encoder_batch_norm": 1}, "encoder_batch_norm"),
+    ({"lr_milestones": [True]}, "lr_milestones"),
 ])
 def test_invalid_parameters_are_refused_naming_the_field(client, problem, body, field):
     body = problem(client.post("/jobs/train", json=body), 422)
-    assert [e["loc"] for e in body["errors"]] == [["body", field]]
+    assert [e["loc"][:2] for e in body["errors"]] == [["body", field]]  # [..., item] in a list
     assert field in body["detail"]
+
+
+def test_the_schema_states_each_range_so_a_body_it_allows_is_accepted(make_client):
+    client = make_client(queue="schema-ranges")  # no worker: queued only
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TrainJobCreate"]
+    fields = schema["properties"]
+    assert fields["z_dim"]["minimum"] == 1 and fields["dropout_encoder"]["exclusiveMaximum"] == 1
+    assert fields["lr_milestones"]["uniqueItems"] is True
+    assert fields["n_labels"]["anyOf"][0]["multipleOf"] == 10
+    # a whole float is a JSON Schema integer; the bounds themselves are accepted
+    job = client.post("/jobs/train", json={"z_dim": 3.0, "dropout_encoder": 0.0, "epochs": 1,
+                                           "label_shift": 8, "seed": 2**32 - 1})
+    assert job.status_code == 202, job.text
+    assert job.json()["config"]["z_dim"] == 3
 
 
 def test_a_dataset_no_worker_has_is_refused_naming_the_field(client, problem):
@@ -214,8 +235,9 @@ def test_presets_fill_in_the_fields_a_job_leaves_out(make_client):
     seed = client.post("/jobs/train", json={**semi, "preset": "seed"}).json()["config"]
     assert seed == AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100).to_dict()
     paper = client.post("/jobs/train", json={**semi, "preset": "paper", "z_dim": 4,
-                                             "lr_milestones": [3]}).json()["config"]
-    assert (paper["optimizer"], paper["z_dim"], paper["lr_milestones"]) == ("sgd", 4, [3])
+                                             "lr_milestones": [7, 3]}).json()["config"]
+    # milestones in any order (the JSON schema cannot say "increasing"), kept sorted
+    assert (paper["optimizer"], paper["z_dim"], paper["lr_milestones"]) == ("sgd", 4, [3, 7])
 
 
 def test_a_queued_job_is_canceled(make_client, problem):
