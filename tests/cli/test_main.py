@@ -23,7 +23,8 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
     assert first.returncode == 0, first.stderr
     assert "published digits version 1" in first.stdout
     assert "epoch 1/1" in first.stderr and "val err" in first.stderr  # the progress line
-    second = aae(*args, "--alias", "production", env=env)
+    # a 2-D style code, whatever the preset's: the manifold is drawn for those only
+    second = aae(*args, "--z-dim", "2", "--alias", "production", env=env)
     assert "published digits version 2" in second.stdout
 
     listing = aae("models", env=env)
@@ -37,7 +38,7 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
 
     for kind in ("manifold", "styles", "interpolate", "latent", "curves"):
         out = tmp_path / f"{kind}.png"
-        drawn = aae("figure", kind, "--model", "digits", "--version", "1", "-o", str(out),
+        drawn = aae("figure", kind, "--model", "digits", "--version", "2", "-o", str(out),
                     "--n", "4", "--rows", "2", env=env)
         assert drawn.returncode == 0, drawn.stderr
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -48,7 +49,7 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--mode", "semi_supervised", "--labels", "105"], "multiple of n_classes"),
+    (["train", "--mode", "semi_supervised", "--labels", "105"], "multiple of 10"),
     (["train", "--no-download", "--data-dir", "/nonexistent"], "missing"),
     (["train", "--name", "../escape", "--epochs", "1"], "invalid model name"),
 ])
