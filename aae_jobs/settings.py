@@ -38,6 +38,9 @@ class AAESettings(BaseSettings):
                            validation_alias=AliasChoices("AAE_REDIS_URL", "REDIS_URL"))
     queue: str = "training"  # the RQ queue the API fills and the workers drain
     model_dir: Path = Path("models")  # the checkpoint store (the shared volume)
+    # logs: "text" (one readable line) or "json" (one JSON object per line); each line
+    # carries the id of its request (API) or job (worker): aae_jobs.logs
+    log_format: str = Field("text", pattern="^(text|json)$")
 
     @model_validator(mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from aae.errors import AAEError
 from aae.presets import DEFAULT_PRESET, PRESETS, preset_values
 from aae.store import CheckpointStore, validate_name
 from aae.training import Trainer
+from aae_jobs import logs
 from cli import sweep
 from cli.progress import ProgressBar, duration
 from cli.settings import get_settings
@@ -252,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        logs.configure(get_settings().log_format,
+                       logging.DEBUG if args.verbose else logging.INFO)
         if getattr(args, "takes_base", False):
             return args.func(args, explicit_fields(args))
         return args.func(args)

@@ -22,8 +22,8 @@ import typing
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      create_model, field_validator, model_validator)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from aae.config import LABEL_MODES, AAEConfig, Mode
@@ -52,7 +52,7 @@ def _rules_between_fields(schema: dict[str, Any]) -> None:
 class _TrainJobBase(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_rules_between_fields)
 
-    name: Optional[Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_LENGTH)]] = Field(
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_LENGTH)] | None = Field(
         None, description="model name in the checkpoint store (default: <dataset>-<mode>, "
         "e.g. mnist-semi-supervised)")
     dataset: str = Field("mnist", pattern=NAME_PATTERN, max_length=NAME_LENGTH,

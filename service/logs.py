@@ -6,8 +6,9 @@ middleware) puts it in a context variable for the request's duration, returns it
 ``X-Request-ID`` header of every response, and writes one access-log line per request
 (``service.access``: method, route template, status, duration). Every log record
 carries ``request_id`` (``-`` outside a request), whichever logger wrote it, so a
-request's lines can be found together. ``AAE_LOG_FORMAT=json`` writes one JSON object
-per line (time, level, logger, message, request_id and the access fields).
+request's lines can be found together (``aae_jobs.logs``: a worker's lines carry the
+job's id the same way). ``AAE_LOG_FORMAT=json`` writes one JSON object per line (time,
+level, logger, message, request_id and the access fields).
 
 The request's start time is kept beside its id: admission control measures the
 request deadline from it (``service.admission``).
@@ -15,7 +16,6 @@ request deadline from it (``service.admission``).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -24,6 +24,9 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import aae_jobs.logs
+from aae_jobs.logs import TEXT
+
 logger = logging.getLogger(__name__)
 access = logging.getLogger("service.access")
 
@@ -31,7 +34,7 @@ HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
 _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
-request_id: ContextVar[str] = ContextVar("request_id", default="-")
+request_id = aae_jobs.logs.log_id  # the request's id while it is served
 request_start: ContextVar[float | None] = ContextVar("request_start", default=None)
 
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
@@ -74,37 +77,10 @@ class RequestContext:
             request_start.reset(start_token)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line."""
+class JsonFormatter(aae_jobs.logs.JsonFormatter):
+    """One JSON object per line, with the access log's fields."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage(),
-                 "request_id": getattr(record, "request_id", "-")}
-        entry.update({k: getattr(record, k) for k in ACCESS_FIELDS if hasattr(record, k)})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
-_installed = False
-
-
-def _with_request_ids() -> None:
-    """Every log record, of any logger, carries the current request's id."""
-    global _installed
-    if _installed:
-        return
-    make = logging.getLogRecordFactory()
-
-    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = make(*args, **kwargs)
-        record.request_id = request_id.get()
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _installed = True
+    fields = ACCESS_FIELDS
 
 
 def configure(log_format: str) -> None:
@@ -112,7 +88,7 @@ def configure(log_format: str) -> None:
     the process has no handler (plain ``uvicorn``), one on stderr at uvicorn's
     ``--log-level``, and the access log off with uvicorn's ``--no-access-log``;
     ``json``: every handler of the root and uvicorn loggers writes JSON lines."""
-    _with_request_ids()
+    aae_jobs.logs.install_ids()
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()

@@ -47,9 +47,6 @@ class ServiceSettings(AAESettings):
     offload_pixels: int = Field(200_000, ge=0)
     encode_threads: int = Field(1, ge=1)
 
-    # logs: "text" (one readable line) or "json" (one JSON object per line)
-    log_format: str = Field("text", pattern="^(text|json)$")
-
     # training jobs (on the queue of AAE_REDIS_URL / AAE_QUEUE)
     job_timeout_s: int = Field(24 * 3600, ge=1)  # a job running longer is killed
     job_retries: int = Field(3, ge=0)  # restarts after a crash (errors are not retried)

@@ -48,13 +48,16 @@ class Workers:
         self.processes: list[subprocess.Popen] = []
 
     def start(self, redis_url: str, model_dir: Path, queue: str = "training",
-              burst: bool = False, **env: str) -> subprocess.Popen:
+              burst: bool = False, log: Path | None = None, **env: str) -> subprocess.Popen:
+        """``log``: a file for the worker's log (its stderr), else the test's output."""
         env = {**os.environ, **WORKER_TEST_ENV, "AAE_REDIS_URL": redis_url,
                "AAE_MODEL_DIR": str(model_dir), "AAE_DATA_DIR": str(self.data_dir),
                "AAE_QUEUE": queue, **env}
-        process = subprocess.Popen([sys.executable, "-m", "worker",
-                                    *(["--burst"] if burst else [])],
-                                   cwd=ROOT, env=env, start_new_session=True)
+        with open(log or os.devnull, "ab") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", "worker",
+                                        *(["--burst"] if burst else [])],
+                                       cwd=ROOT, env=env, start_new_session=True,
+                                       stderr=stderr if log else None)
         self.processes.append(process)
         return process
 

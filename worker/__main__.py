@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from aae_jobs import logs
 from worker.runner import run
 from worker.settings import get_settings
 
@@ -16,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true", help="quit when the queue is empty")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(get_settings(), burst=args.burst)
+    settings = get_settings()
+    logs.configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    run(settings, burst=args.burst)
     return 0
 
 

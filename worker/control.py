@@ -25,6 +25,7 @@ for Redis, before it publishes and before it returns.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -139,7 +140,9 @@ class Lease:
         self.fence = fence
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.keys = [lease_key(fence.job_id), lapse_key(fence.job_id)]
-        self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
+        # in a copy of the starter's context: its lines carry the job's id too
+        self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._renew,), name="lease", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -48,6 +48,7 @@ from aae.errors import AAEError, DatasetNotFound, TrainingStopped
 from aae.resume import load_state, save_state
 from aae.store import CheckpointStore, validate_name
 from aae.training import Progress, Trainer
+from aae_jobs import logs
 from aae_jobs.contract import STOP_GRACE_S, TRAIN_TASK, JobResult, Stage
 from worker.control import Fence, JobReport, Lease, StopFlag, Superseded
 from worker.metrics import StepTimer
@@ -65,16 +66,24 @@ def scratch_dir(model_dir: Path, job_id: str) -> Path:
 
 def train(name: str, config: dict[str, Any], dataset: str = "mnist") -> dict[str, Any]:
     """Train ``config`` on ``dataset`` and publish the model as the next version of
-    ``name``. Returns ``{"model": name, "version": n}``."""
+    ``name``. Returns ``{"model": name, "version": n}``. Every line it logs carries the
+    job's id (``aae_jobs.logs``)."""
     job = get_current_job()
     if job is None:
         raise RuntimeError(f"{TRAIN_TASK} runs as an RQ job")
+    with logs.for_job(job.id):
+        return _attempt(job, name, config, dataset)
+
+
+def _attempt(job: Job, name: str, config: dict[str, Any], dataset: str) -> dict[str, Any]:
     settings = get_settings()
     device = torch.device(settings.device) if settings.device else default_device()
     attempt = int(job.meta.get("attempts", 0)) + 1
     fence = Fence.take(job.connection, job, attempt)
     Lease(fence, settings.lease_ttl_s).start()  # renewed until this process exits
     report = JobReport(job, fence)
+    logger.info("job %s: attempt %d on %s, model %s, queued by request %s", job.id, attempt,
+                device, name, job.meta.get("request_id") or "-")
     try:
         report.update(attempts=attempt, worker=job.worker_name, pid=os.getpid(),
                       stage=Stage.STARTING.value, device=str(device))

@@ -23,6 +23,7 @@ from service.deps import SettingsDep
 from service.errors import JobNotFound, problem_responses
 from service.job_schemas import TrainJobCreate, TrainJobPublic
 from service.jobs import JobQueueDep
+from service.logs import request_id
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(422, 503))
 
@@ -34,7 +35,7 @@ JobId = Annotated[str, Path(description="job id", pattern=r"^[A-Za-z0-9_-]{1,64}
              summary="Queue a training run; a worker trains and publishes a version")
 def submit_train_job(params: TrainJobCreate, jobs: JobQueueDep, request: Request,
                      response: Response) -> TrainJobPublic:
-    job = jobs.submit(params)
+    job = jobs.submit(params, request_id.get())
     response.headers["Location"] = str(request.app.url_path_for("get_job", job_id=job.id))
     return job
 

@@ -209,6 +209,28 @@ def test_the_schema_states_each_range_so_a_body_it_allows_is_accepted(make_clien
     assert job.json()["config"]["z_dim"] == 3
 
 
+def test_a_jobs_log_lines_carry_its_id_and_name_the_request_that_queued_it(
+        make_client, make_workers, stack, tmp_path):
+    """AAE_LOG_FORMAT=json in a real worker: every line the job logs (the worker's, the
+    training loop's) carries the job's id, and its first names the request's."""
+    client = make_client(queue="logged")
+    job = client.post("/jobs/train", json=QUICK, headers={"X-Request-ID": "trace-7"})
+    assert job.status_code == 202 and job.headers["X-Request-ID"] == "trace-7"
+    job_id = job.json()["id"]
+    log = tmp_path / "worker.log"
+    workers = make_workers()
+    worker = workers.start(stack.redis.url, stack.model_dir, queue="logged", burst=True,
+                           log=log, AAE_LOG_FORMAT="json")
+    assert worker.wait(120) == 0, log.read_text()[-2000:]
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "finished"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # all JSON
+    mine = [line for line in lines if line["request_id"] == job_id]
+    assert {"worker.tasks", "aae.training"} <= {line["logger"] for line in mine}, lines
+    assert f"job {job_id}: attempt 1" in mine[0]["message"]
+    assert "queued by request trace-7" in mine[0]["message"]
+    assert all(line["request_id"] == "-" for line in lines if line not in mine)  # RQ's own
+
+
 def test_a_dataset_no_worker_has_is_refused_naming_the_field(client, problem):
     body = problem(client.post("/jobs/train", json={"dataset": "fashion", **QUICK}), 422)
     assert [e["loc"] for e in body["errors"]] == [["body", "dataset"]]
