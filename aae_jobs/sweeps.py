@@ -76,7 +76,7 @@ class SweepRecord(BaseModel):
     promote: str | None = None
     created_at: float = Field(default_factory=time.time)
     cancel_requested: bool = False
-    settled: bool = False  # every point ended and its outcome recorded
+    settled: bool = False  # every point ended, its outcome and the promotion's recorded
     promotion: SweepPromotion | None = None
     request_id: str | None = None
 

@@ -65,9 +65,9 @@ def settle(queue: Queue, model_dir: Path, sweep_id: str,
             return False
         for point, (status, version) in zip(record.points, outcomes, strict=True):
             point.status, point.version = status, version
-        record.settled = True
-        if record.promote is not None:
+        if record.promote is not None:  # its intent is written unsettled
             _promote(record, CheckpointStore(model_dir), model_dir)
+        record.settled = True  # only now: a settled sweep's promotion has its outcome
         write_sweep(model_dir, record)
         logger.info("sweep %s settled: %s", sweep_id, _said(record))
         return True
