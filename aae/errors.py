@@ -43,3 +43,8 @@ class InvalidInput(AAEError, ValueError):
 
 class TrainingStopped(AAEError):
     """Training was stopped on request before it finished; nothing is published."""
+
+
+class TrainingDiverged(AAEError):
+    """A loss became infinite or NaN: the weights are lost, nothing is published (lower
+    the learning rates, or train in fp32)."""

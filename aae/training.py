@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from aae.anomaly import calibrate
-from aae.config import AAEConfig, Mode
+from aae.config import AAEConfig, Mode, Precision
 from aae.data import Digits, MNISTSplits
 from aae.device import default_device, resolve_precision
-from aae.errors import TrainingStopped
+from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
 from aae.figures import latent_sample
 from aae.model import AdversarialAutoencoder
@@ -153,14 +153,14 @@ class Trainer:
                                     self.prior_rng)
                 self.step += 1
                 if self.step % self.progress_every == 0 or self.step == self.total_steps:
-                    self.losses = {k: v.item() for k, v in losses.items()}
+                    self.losses = self._finite(losses)
                     last = self.history[-1] if self.history else {}
                     self._report("step", start, last.get("validation_error"),
                                  last.get("validation_loss"))
                 if self.step >= self.total_steps:
                     break
             self.epoch += 1
-            self.losses = {k: v.item() for k, v in losses.items()}
+            self.losses = self._finite(losses)
             validation = evaluate(self.model, self.splits.validation)
             self.history.append({"epoch": self.epoch, "step": self.step, **self.losses,
                                  "validation_loss": validation.reconstruction_loss,
@@ -172,6 +172,21 @@ class Trainer:
         model = self.model.eval()
         return TrainResult(model, self._metrics(train_seconds),
                            {"latent": latent_sample(model, self.splits.test)})
+
+    def _finite(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The step's losses as numbers; ``TrainingDiverged`` if one is not finite (checked
+        where they are read anyway: at each progress report and epoch end)."""
+        values = {k: v.item() for k, v in losses.items()}
+        broken = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if broken:
+            raise TrainingDiverged(
+                f"training diverged by step {self.step} of {self.total_steps} (epoch "
+                f"{self.epoch + 1}): {', '.join(f'{k} loss {v}' for k, v in broken.items())}; "
+                f"lower the learning rates (lr_reconstruction {self.cfg.lr_reconstruction}, "
+                f"lr_regularization {self.cfg.lr_regularization}, lr_semi_supervised "
+                f"{self.cfg.lr_semi_supervised})"
+                + ("" if self.precision is Precision.FP32 else ", or train in fp32"))
+        return values
 
     def _report(self, event: str, start: float, validation_error: float | None = None,
                 validation_loss: float | None = None) -> None:

@@ -1,10 +1,12 @@
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 from aae.config import AAEConfig, Mode, Precision
 from aae.data import load_splits
-from aae.errors import TrainingStopped
+from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate
 from aae.model import AdversarialAutoencoder
 from aae.optim import Optimizers
@@ -97,6 +99,20 @@ def test_should_stop_ends_training_at_a_step_boundary(fixture_data_dir):
     with pytest.raises(TrainingStopped, match="step 3 of"):
         trainer.fit()
     assert trainer.step == 3
+
+
+def test_a_diverging_run_stops_with_an_error_naming_the_losses_and_rates(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, epochs=3, validation_size=300,
+                    optimizer="sgd", lr_regularization=1e4, precision=Precision.FP32)
+    reports = []
+    trainer = Trainer(cfg, splits_for(cfg, fixture_data_dir), progress_every=1,
+                      on_progress=reports.append)
+    with pytest.raises(TrainingDiverged, match=r"diverged by step \d+ of 51 .*"
+                       r"discriminator loss nan.*lr_regularization 10000.0, "
+                       r"lr_semi_supervised 0.001\)$"):  # fp32: not told to use it
+        trainer.fit()
+    assert trainer.history == []  # stopped within its first epoch, before any evaluation
+    assert all(math.isfinite(v) for r in reports for v in r.losses.values())
 
 
 def test_minibatch_order_is_a_function_of_seed_and_epoch(fixture_data_dir):
