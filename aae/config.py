@@ -196,6 +196,9 @@ class AAEConfig:
     vat_epsilon: float = _bounded(2.0, POSITIVE)
     # finite-difference step of the power iteration (1e-6 is lost in bf16)
     vat_xi: float = _bounded(10.0, POSITIVE)
+    # VAT's passes through the encoder with its dropout (the first release's), or without:
+    # q(y|x) and q(y|x + r) then differ by r alone, not by two dropout masks as well
+    vat_dropout: bool = True
     entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
     # labeled minibatch (None: batch_size)
     labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
@@ -216,9 +219,10 @@ class AAEConfig:
                 except ValueError:
                     choices = ", ".join(m.value for m in enum)
                     raise ValueError(f"{field} must be one of {choices}, got {value!r}") from None
-        if not isinstance(self.encoder_batch_norm, bool):
-            raise ValueError(f"encoder_batch_norm must be true or false, got "
-                             f"{self.encoder_batch_norm!r}")
+        for field in ("encoder_batch_norm", "vat_dropout"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field} must be true or false, got "
+                                 f"{getattr(self, field)!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not field.metadata or (value is None and field.default is None):

@@ -27,6 +27,8 @@ deterministic on the CPU and resumes exactly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +96,33 @@ def vat_loss(encoder: nn.Module, x: torch.Tensor, target_logits: torch.Tensor,
     direction, = torch.autograd.grad(_kl(target, probe), d)
     _, adversarial = encoder(x + epsilon * _unit(direction.detach()))
     return _kl(target, adversarial)
+
+
+@contextmanager
+def without_dropout(net: nn.Module) -> Iterator[None]:
+    """``net``'s forward passes without dropout (batch norm, if any, stays in training
+    mode); the backward passes taken later need no such context."""
+    dropouts = [m for m in net.modules() if isinstance(m, nn.Dropout) and m.training]
+    for m in dropouts:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in dropouts:
+            m.train()
+
+
+def _vat(cfg: AAEConfig, encoder: nn.Module, x_in: torch.Tensor,
+         y_logits: torch.Tensor) -> torch.Tensor:
+    """The weighted VAT term on the unlabeled minibatch: against ``y_logits`` through the
+    encoder with its dropout (``vat_dropout``), or against a clean q(y|x) through it
+    without."""
+    if cfg.vat_dropout:
+        return cfg.vat_weight * vat_loss(encoder, x_in, y_logits, cfg.vat_epsilon, cfg.vat_xi)
+    with without_dropout(encoder):
+        with torch.no_grad():
+            _, target = encoder(x_in)
+        return cfg.vat_weight * vat_loss(encoder, x_in, target, cfg.vat_epsilon, cfg.vat_xi)
 
 
 # -- one step ----------------------------------------------------------------------------
@@ -180,8 +209,7 @@ def _classification(model: AdversarialAutoencoder, batch: Batch, x_in: torch.Ten
     _, yl_logits = model.encoder(_encoder_input(cfg, x_labeled))
     terms = {"classification": classification_loss(yl_logits, batch.y_labeled)}
     if cfg.vat_weight > 0:
-        terms["vat"] = cfg.vat_weight * vat_loss(model.encoder, x_in, y_logits,
-                                                 cfg.vat_epsilon, cfg.vat_xi)
+        terms["vat"] = _vat(cfg, model.encoder, x_in, y_logits)
     if cfg.entropy_weight > 0:
         terms["entropy"] = cfg.entropy_weight * entropy_loss(y_logits)
     return terms

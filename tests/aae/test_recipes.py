@@ -1,6 +1,6 @@
 """The model-quality options (input noise, SGD and schedules, the sequential step, VAT,
-entropy, the encoder's batch norm, the paper's cluster mapping) and the presets: each exercised on real digits,
-deterministic, and resumed exactly."""
+VAT without dropout, entropy, the encoder's batch norm, the paper's cluster mapping) and the
+presets: each exercised on real digits, deterministic, and resumed exactly."""
 
 import pytest
 import torch
@@ -21,6 +21,7 @@ OPTIONS = {
     "cosine": dict(lr_schedule="cosine"),
     "sequential": dict(step_mode="sequential"),
     "vat": dict(vat_weight=1.0, vat_epsilon=2.0),
+    "vat-without-dropout": dict(vat_weight=1.0, vat_epsilon=2.0, vat_dropout=False),
     "entropy": dict(entropy_weight=0.5, labeled_batch_size=50),
     "label-shift": dict(label_shift=2),
     "batch-norm": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5),
