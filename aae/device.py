@@ -41,6 +41,18 @@ def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def flush_denormals(device: torch.device) -> bool:
+    """On the CPU, treat subnormal floats (below 1.2e-38) as zero, process-wide.
+
+    Once the 100 labels are memorised, the classification phase's gradients die out and
+    Adam's second moments for the class head sink into the subnormal range, where x86
+    arithmetic takes a slow path: the fused Adam step alone then took half of every
+    training step, and an epoch 65-70 s instead of 20 s (``benchmarks/denormals.py``).
+    Flushing them to zero changes values that small only. Returns whether it is on.
+    """
+    return device.type == "cpu" and torch.set_flush_denormal(True)
+
+
 def tune_cpu_allocator() -> bool:
     """Keep freed buffers of up to 32 MiB in the heap instead of returning them to the OS.
 

@@ -26,7 +26,7 @@ import torch
 from aae.anomaly import calibrate
 from aae.config import AAEConfig, Mode, Precision
 from aae.data import Digits, MNISTSplits
-from aae.device import default_device, resolve_precision
+from aae.device import default_device, flush_denormals, resolve_precision
 from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
 from aae.figures import latent_sample
@@ -97,6 +97,7 @@ class Trainer:
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
+        flush_denormals(self.device)
         torch.manual_seed(cfg.seed)
         self.model = AdversarialAutoencoder(cfg).to(self.device).train()
         self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
