@@ -18,13 +18,15 @@ class RunLog:
     """``RunLog(path, command, cfg)``; pass ``on_progress`` to the Trainer, then
     ``finish(metrics, history)``. Lines are also printed when ``echo``."""
 
+    COLUMNS = "# epoch step train_s validation_error validation_loss losses"
+
     def __init__(self, path: Path, command: str, cfg: AAEConfig, echo: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.echo = path, echo
         self.file = open(path, "w", encoding="utf-8")
         self.write(f"# {command}")
         self.write("# config " + json.dumps(cfg.to_dict()))
-        self.write("# epoch step train_s validation_error validation_loss losses")
+        self.write(self.COLUMNS)
 
     def write(self, line: str) -> None:
         if self.echo:

@@ -70,15 +70,15 @@ def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, s
 
 
 def table(paths: list[Path]) -> str:
-    """The ablation table of run logs: one row per log, finished or not."""
+    """The ablation table of run logs: one row per log, finished or not (other logs in
+    the folder, such as time to accuracy's, are left out)."""
     rows = ["| run | epochs | validation error: final (best, epoch) | test error | "
             "training time |", "|---|---:|---:|---:|---:|"]
     for path in paths:
-        epochs = [line.split() for line in path.read_text().splitlines()
-                  if line and not line.startswith("#")]
-        finished = [line for line in path.read_text().splitlines()
-                    if line.startswith("# finished")]
-        if not epochs:
+        lines = path.read_text().splitlines()
+        epochs = [line.split() for line in lines if line and not line.startswith("#")]
+        finished = [line for line in lines if line.startswith("# finished")]
+        if RunLog.COLUMNS not in lines or not epochs:
             continue
         best = min(epochs, key=lambda e: float(e[3]))
         test = finished[0].rsplit("test error ", 1)[1] if finished else "not finished"
