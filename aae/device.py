@@ -41,16 +41,26 @@ def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-def flush_denormals(device: torch.device) -> bool:
-    """On the CPU, treat subnormal floats (below 1.2e-38) as zero, process-wide.
+def flush_denormals() -> bool:
+    """Treat subnormal floats (below 1.2e-38) as zero in this process's CPU arithmetic.
 
     Once the 100 labels are memorised, the classification phase's gradients die out and
     Adam's second moments for the class head sink into the subnormal range, where x86
     arithmetic takes a slow path: the fused Adam step alone then took half of every
     training step, and an epoch 65-70 s instead of 20 s (``benchmarks/denormals.py``).
-    Flushing them to zero changes values that small only. Returns whether it is on.
+    Flushing them changes values that small only.
+
+    The setting is per thread, and threads inherit it when they start: entry points
+    call this first, before torch's first parallel operation starts its thread pool
+    (threads already running keep their setting). Returns whether it is on.
     """
-    return device.type == "cpu" and torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)
+    return subnormals_flushed()
+
+
+def subnormals_flushed() -> bool:
+    """Whether this thread's CPU arithmetic treats subnormal floats as zero."""
+    return (torch.tensor(1e-40) * 1.0).item() == 0.0
 
 
 def tune_cpu_allocator() -> bool:

@@ -26,7 +26,7 @@ import torch
 from aae.anomaly import calibrate
 from aae.config import AAEConfig, Mode, Precision
 from aae.data import Digits, MNISTSplits
-from aae.device import default_device, flush_denormals, resolve_precision
+from aae.device import default_device, resolve_precision, subnormals_flushed
 from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
 from aae.figures import latent_sample
@@ -97,7 +97,6 @@ class Trainer:
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
-        flush_denormals(self.device)
         torch.manual_seed(cfg.seed)
         self.model = AdversarialAutoencoder(cfg).to(self.device).train()
         self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
@@ -142,8 +141,10 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train from the current epoch to the end, then measure on the test set."""
         start = time.perf_counter()
-        logger.info("training %s on %s (%s, %s): %d steps", self.cfg.mode.value,
-                    self.splits.source, self.device, self.precision.value, self.total_steps)
+        flushed = ", subnormals flushed" if subnormals_flushed() else ""
+        logger.info("training %s on %s (%s, %s%s): %d steps", self.cfg.mode.value,
+                    self.splits.source, self.device, self.precision.value, flushed,
+                    self.total_steps)
         while self.step < self.total_steps:
             for batch in self._batches(self.epoch):
                 if self.should_stop is not None and self.should_stop():

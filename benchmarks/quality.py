@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aae.checkpoints import publish_model  # noqa: E402
 from aae.data import default_data_dir, load_splits  # noqa: E402
 from aae.store import CheckpointStore  # noqa: E402
-from aae.device import tune_cpu_allocator  # noqa: E402
+from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
 from aae.runlog import RunLog  # noqa: E402
 from aae.training import Trainer  # noqa: E402
@@ -109,6 +109,7 @@ def main() -> None:
         print(table(args.table or sorted(RUNS.glob("*.log"))))
         return
     tune_cpu_allocator()
+    flush_denormals()
     if not args.name:
         parser.error("--name is required to train")
     sets = parse_sets(args.sets)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aae.data import default_data_dir, load_splits  # noqa: E402
-from aae.device import tune_cpu_allocator  # noqa: E402
+from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
 from aae.errors import TrainingStopped  # noqa: E402
 from aae.evaluation import evaluate  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
@@ -91,6 +91,7 @@ def main() -> None:
                         help="epochs cap (the budget normally ends the run first)")
     args = parser.parse_args()
     tune_cpu_allocator()
+    flush_denormals()
     results = {p: run(args.data_dir, p, args.labels, args.seed, args.budget_s, args.epochs,
                       args.validation_size) for p in args.presets}
     header = " | ".join(f"{t:.0%}" for t in THRESHOLDS)

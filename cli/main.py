@@ -22,7 +22,7 @@ from typing import Any
 
 from aae.checkpoints import publish_model
 from aae.config import Mode
-from aae.device import tune_cpu_allocator
+from aae.device import flush_denormals, tune_cpu_allocator
 from aae.errors import AAEError
 from aae.presets import DEFAULT_PRESET, PRESETS, preset_values
 from aae.store import CheckpointStore, validate_name
@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.alias:
         validate_name(args.alias, "alias")
     tune_cpu_allocator()
+    flush_denormals()
     splits = open_splits(args, data_dir, cfg)
     trainer = Trainer(cfg, splits, device=args.device, on_progress=ProgressBar())
     result = trainer.fit()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aae.checkpoints import publish_model
+from aae.device import flush_denormals, tune_cpu_allocator
 from aae.presets import build_config
 from aae.errors import AAEError
 from aae.selection import Metric, MetricWorse, promote
@@ -90,6 +91,8 @@ def _both(bar: ProgressBar, log: RunLog | None) -> Callable[[Progress], None]:
 
 
 def cmd_run(args: argparse.Namespace, base: dict[str, Any]) -> int:
+    tune_cpu_allocator()
+    flush_denormals()
     settings = get_settings()
     data_dir = Path(args.data_dir or settings.data_dir)
     store = CheckpointStore(args.model_dir or settings.model_dir)

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from aae.device import tune_cpu_allocator
+from aae.device import flush_denormals, tune_cpu_allocator
 from aae_jobs.contract import datasets_key
 from rq.executions import Execution
 from rq.job import Job
@@ -135,6 +135,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> bool:
     if torch.cuda.is_initialized():  # it would not survive the fork of every job
         raise RuntimeError("CUDA is initialised in the worker process before forking")
     tune_cpu_allocator()
+    flush_denormals()  # before torch starts its threads: the forked jobs inherit it
     connection = connect(settings)
     training_worker = make_worker(settings, connection)
     logger.info("worker %s: queue %r, checkpoint store %s, datasets %s", training_worker.name,

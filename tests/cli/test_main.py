@@ -23,6 +23,7 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
     assert first.returncode == 0, first.stderr
     assert "published digits version 1" in first.stdout
     assert "epoch 1/1" in first.stderr and "val err" in first.stderr  # the progress line
+    assert "subnormals flushed" in first.stderr  # aae.device.flush_denormals
     # a 2-D style code, whatever the preset's: the manifold is drawn for those only
     second = aae(*args, "--z-dim", "2", "--alias", "production", env=env)
     assert "published digits version 2" in second.stdout
@@ -97,6 +98,7 @@ def test_sweep_run_trains_each_point_here_prints_the_table_logs_and_promotes(
               "--no-download", env=env)
     assert run.returncode == 0, run.stderr
     assert "point 4/4: seed=2 encoder_batch_norm=true" in run.stderr
+    assert "subnormals flushed" in run.stderr
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "seed=" in line]
     groups = [line for line in run.stdout.splitlines()
               if line.startswith("| encoder_batch_norm=")]

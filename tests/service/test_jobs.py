@@ -229,6 +229,9 @@ def test_a_jobs_log_lines_carry_its_id_and_name_the_request_that_queued_it(
     assert {"worker.tasks", "aae.training"} <= {line["logger"] for line in mine}, lines
     assert f"job {job_id}: attempt 1" in mine[0]["message"]
     assert "queued by request trace-7" in mine[0]["message"]
+    # the worker flushed subnormal floats before forking the job (aae.device)
+    assert any("subnormals flushed" in line["message"] for line in mine
+               if line["logger"] == "aae.training"), mine
     assert all(line["request_id"] == "-" for line in lines if line not in mine)  # RQ's own
 
 
