@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import itertools
 import os
 import statistics
@@ -33,6 +32,7 @@ from aae.device import tune_cpu_allocator  # noqa: E402
 from aae.phases import train_step  # noqa: E402
 from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
 from aae.training import Trainer  # noqa: E402
+from quality import parse_sets  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mnist"
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
@@ -59,13 +59,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="steps per round")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="change the default preset (JSON values)")
+                        help="change the default preset, e.g. --set vat_epsilon=2.0")
     args = parser.parse_args()
     tune_cpu_allocator()
     torch.set_num_threads(1)  # flush-to-zero is per thread: toggle it on the only one
 
-    explicit = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    cfg = build_config(DEFAULT_PRESET, mode=Mode.SEMI_SUPERVISED, n_labels=100, **explicit)
+    cfg = build_config(DEFAULT_PRESET, mode=Mode.SEMI_SUPERVISED, n_labels=100,
+                       **parse_sets(args.set))
     splits = load_splits(args.data_dir, n_labels=cfg.n_labels,
                          validation_size=cfg.validation_size, seed=cfg.seed)
     trainer = Trainer(cfg, splits, device="cpu")

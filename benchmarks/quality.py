@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import statistics
 import sys
@@ -36,13 +37,18 @@ RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
 
 
 def parse_sets(pairs: list[str]) -> dict:
+    """``field=value`` pairs; a value is read as JSON (``false``, ``[20]``), else as a
+    Python literal (``False``), else kept as text."""
     out = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
         try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
+            out[key] = json.loads(raw)
+        except ValueError:
+            try:
+                out[key] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                out[key] = raw
     return out
 
 
