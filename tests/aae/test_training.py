@@ -124,4 +124,3 @@ def test_minibatch_order_is_a_function_of_seed_and_epoch(fixture_data_dir):
     assert torch.equal(first.x, again.x) and torch.equal(first.x_labeled, again.x_labeled)
     assert not torch.equal(first.x, next(iter(t1._batches(4))).x)
     assert F.one_hot(first.y_labeled, 10).sum(0).min() >= 1  # a real labeled minibatch
-
