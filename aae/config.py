@@ -196,8 +196,9 @@ class AAEConfig:
     vat_epsilon: float = _bounded(2.0, POSITIVE)
     # finite-difference step of the power iteration (1e-6 is lost in bf16)
     vat_xi: float = _bounded(10.0, POSITIVE)
-    # VAT's passes through the encoder with its dropout (the first release's), or without:
-    # q(y|x) and q(y|x + r) then differ by r alone, not by two dropout masks as well
+    # VAT's passes through the encoder with its dropout (the first release's), or without
+    # (nor updating batch norm's running statistics): q(y|x) and q(y|x + r) then differ
+    # by r alone, not by two dropout masks as well
     vat_dropout: bool = True
     entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
     # labeled minibatch (None: batch_size)

@@ -99,27 +99,35 @@ def vat_loss(encoder: nn.Module, x: torch.Tensor, target_logits: torch.Tensor,
 
 
 @contextmanager
-def without_dropout(net: nn.Module) -> Iterator[None]:
-    """``net``'s forward passes without dropout (batch norm, if any, stays in training
-    mode); the backward passes taken later need no such context."""
+def clean_passes(net: nn.Module) -> Iterator[None]:
+    """``net``'s forward passes without dropout, and with batch norm (if any) normalising
+    by the batch's own statistics without folding them into its running ones: passes
+    that measure the network, such as VAT's on perturbed digits, and leave no trace in
+    it. The backward passes taken later need no such context."""
     dropouts = [m for m in net.modules() if isinstance(m, nn.Dropout) and m.training]
+    norms = [m for m in net.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in dropouts:
         m.eval()
+    for m in norms:
+        m.track_running_stats = False
     try:
         yield
     finally:
         for m in dropouts:
             m.train()
+        for m in norms:
+            m.track_running_stats = True
 
 
 def _vat(cfg: AAEConfig, encoder: nn.Module, x_in: torch.Tensor,
          y_logits: torch.Tensor) -> torch.Tensor:
     """The weighted VAT term on the unlabeled minibatch: against ``y_logits`` through the
-    encoder with its dropout (``vat_dropout``), or against a clean q(y|x) through it
-    without."""
+    encoder with its dropout (``vat_dropout``), or against a clean q(y|x) through clean
+    passes (no dropout, batch norm's running statistics left alone)."""
     if cfg.vat_dropout:
         return cfg.vat_weight * vat_loss(encoder, x_in, y_logits, cfg.vat_epsilon, cfg.vat_xi)
-    with without_dropout(encoder):
+    with clean_passes(encoder):
         with torch.no_grad():
             _, target = encoder(x_in)
         return cfg.vat_weight * vat_loss(encoder, x_in, target, cfg.vat_epsilon, cfg.vat_xi)

@@ -25,6 +25,8 @@ OPTIONS = {
     "entropy": dict(entropy_weight=0.5, labeled_batch_size=50),
     "label-shift": dict(label_shift=2),
     "batch-norm": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5),
+    "batch-norm-clean-vat": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5,
+                                 vat_dropout=False),
 }
 
 
@@ -88,6 +90,29 @@ def test_losses_name_the_consistency_terms(fixture_data_dir):
             progress_every=1).fit()
     assert set(events[-1].losses) == {"reconstruction", "discriminator", "generator",
                                       "classification", "vat", "entropy"}
+
+
+def test_clean_passes_neither_drop_units_nor_move_batch_norm_statistics():
+    """VAT's clean passes: batch statistics normalise the batch, the running ones stay put,
+    no unit is dropped; afterwards dropout and tracking are as they were."""
+    from aae.nets import Encoder
+    from aae.phases import clean_passes
+
+    torch.manual_seed(0)
+    encoder = Encoder(config(encoder_batch_norm=True, hidden=32)).train()
+    x = torch.rand(50, 784)
+    encoder(x)  # one tracked pass: running statistics away from their initial values
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    with clean_passes(encoder):
+        first, second = encoder(x + 0.5)[1], encoder(x + 0.5)[1]
+    assert torch.equal(first, second)  # no dropout masks
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    eval_logits = encoder.eval()(x + 0.5)[1]
+    assert not torch.allclose(first, eval_logits)  # the batch's statistics, not the running ones
+    encoder.train()
+    assert not torch.equal(encoder(x)[1], encoder(x)[1])  # dropout is back
+    encoder(x)
+    assert not torch.equal(before["body.1.running_mean"], encoder.state_dict()["body.1.running_mean"])
 
 
 def test_learning_rate_schedules():
