@@ -189,6 +189,10 @@ class AAEConfig:
     lr_milestones: tuple[int, ...] = _bounded((), each=AT_LEAST_1)
     lr_gamma: float = _bounded(0.1, POSITIVE)
     step_mode: StepMode = StepMode.SIMULTANEOUS
+    # the weights validated and published: an exponential moving average of the trained
+    # ones, updated after every step with this decay (Polyak averaging), or the trained
+    # ones themselves (0)
+    ema_decay: float = _bounded(0.0, FRACTION)
     # consistency of q(y|x) on unlabeled digits (semi_supervised; 0 = off): virtual
     # adversarial training (Miyato et al. 2018) and conditional entropy minimisation
     vat_weight: float = _bounded(0.0, NON_NEGATIVE)

@@ -1,7 +1,7 @@
 """Resumable training state: save a run at an epoch boundary, pick it up again elsewhere.
 
 A state is everything ``Trainer.fit`` needs to continue as if it had never stopped: the
-weights, every phase's Adam state, the epoch and step counters, the training time so
+weights (and their moving average, where the run keeps one), every phase's Adam state, the epoch and step counters, the training time so
 far, the history and latest losses, and the random generators (torch's global one,
 which drives dropout on the CPU, the trainer's prior sampler, and CUDA's where the run
 is on a GPU). Minibatch order is a function of (seed, epoch), so on the CPU a resumed
@@ -101,6 +101,9 @@ def save_state(trainer: Trainer, directory: Path | str) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in trainer.model.state_tensors().items()}
+    if trainer.average is not None:
+        tensors.update({f"average.{k}": v.detach().cpu().contiguous()
+                        for k, v in trainer.average.state_dict().items()})
     optimizers = {name: _optimizer_state(name, opt, tensors)
                   for name, opt in trainer.optimizers.named().items()}
     tensors.update(_rng_tensors(trainer))
@@ -177,6 +180,10 @@ def load_state(trainer: Trainer, directory: Path | str) -> int | None:
     try:
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         trainer.model.load_state_dict(weights, strict=True)
+        if trainer.average is not None:
+            trainer.average.load_state_dict(
+                {k[len("average."):]: v for k, v in tensors.items() if k.startswith("average.")},
+                strict=True)
         for name, optimizer in trainer.optimizers.named().items():
             _load_optimizer(name, optimizer, document["optimizers"][name], tensors)
         _restore_rng(trainer, tensors)

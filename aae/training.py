@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from aae.anomaly import calibrate
 from aae.config import AAEConfig, Mode, Precision
@@ -100,12 +101,22 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = AdversarialAutoencoder(cfg).to(self.device).train()
         self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
+        # a moving average of the weights (and buffers) that is validated and published
+        self.average = (AveragedModel(self.model, use_buffers=True,
+                                      multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+                        if cfg.ema_decay > 0 else None)
         self.prior_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.epoch = 0  # epochs completed
         self.step = 0  # steps completed
         self.elapsed_s = 0.0  # training time of earlier (resumed) attempts
         self.losses: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []  # one entry per completed epoch
+
+    @property
+    def evaluated(self) -> AdversarialAutoencoder:
+        """The model that is validated, tested and published: the moving average of the
+        weights where ``ema_decay`` asks for one, else the trained model."""
+        return self.average.module if self.average is not None else self.model
 
     # -- data ------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> Iterator[Batch]:
@@ -153,6 +164,8 @@ class Trainer:
                                                   self.total_steps))
                 losses = train_step(self.model, self.optimizers, batch, self.precision,
                                     self.prior_rng)
+                if self.average is not None:
+                    self.average.update_parameters(self.model)
                 self.step += 1
                 if self.step % self.progress_every == 0 or self.step == self.total_steps:
                     self.losses = self._finite(losses)
@@ -163,7 +176,7 @@ class Trainer:
                     break
             self.epoch += 1
             self.losses = self._finite(losses)
-            validation = evaluate(self.model, self.splits.validation)
+            validation = evaluate(self.evaluated, self.splits.validation)
             self.history.append({"epoch": self.epoch, "step": self.step, **self.losses,
                                  "validation_loss": validation.reconstruction_loss,
                                  "validation_error": validation.error})
@@ -171,7 +184,7 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self)
         train_seconds = self.elapsed_s + time.perf_counter() - start
-        model = self.model.eval()
+        model = self.evaluated.eval()
         return TrainResult(model, self._metrics(train_seconds),
                            {"latent": latent_sample(model, self.splits.test)})
 
@@ -207,9 +220,9 @@ class Trainer:
     def _metrics(self, train_seconds: float) -> dict[str, Any]:
         cluster_map = None
         if self.cfg.mode is Mode.CLUSTERING and len(self.splits.validation):
-            cluster_map = fit_cluster_map(self.model, self.splits.validation,
+            cluster_map = fit_cluster_map(self.evaluated, self.splits.validation,
                                           self.cfg.cluster_mapping)
-        test = evaluate(self.model, self.splits.test, cluster_map=cluster_map)
+        test = evaluate(self.evaluated, self.splits.test, cluster_map=cluster_map)
         last = self.history[-1] if self.history else {}
         return {
             "mode": self.cfg.mode.value,
@@ -232,5 +245,5 @@ class Trainer:
             "precision": self.precision.value,
             "history": self.history,
             # the anomaly score's threshold, from the validation digits (aae.anomaly)
-            "anomaly": calibrate(self.model, self.splits.validation),
+            "anomaly": calibrate(self.evaluated, self.splits.validation),
         }

@@ -40,7 +40,7 @@ def run(data_dir: Path, labels: int, steps: int, every: int, precision: str) -> 
         if p.event != "step" or (p.step % every and p.step != p.total_steps):
             return
         t = time.perf_counter()
-        error = evaluate(trainer.model, splits.test).error
+        error = evaluate(trainer.evaluated, splits.test).error
         eval_time += time.perf_counter() - t
         train_s = time.perf_counter() - start - eval_time
         rows.append((labels, p.step, train_s, error))

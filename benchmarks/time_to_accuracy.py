@@ -53,7 +53,7 @@ def run(data_dir: Path, preset: str, labels: int, seed: int, budget_s: float,
     def on_epoch_end(trainer: Trainer) -> None:
         nonlocal eval_s
         t = time.perf_counter()
-        error = evaluate(trainer.model, splits.test).error
+        error = evaluate(trainer.evaluated, splits.test).error
         eval_s += time.perf_counter() - t
         now = training_time()
         for threshold in THRESHOLDS:

@@ -48,7 +48,7 @@ def _replace(path: Path, data: bytes) -> None:
 def save_samples(trainer: Trainer, model_dir: Path, job_id: str) -> Path:
     """Draw ROWS x COLUMNS samples (for models with a class input, column j is class j)
     and write them as this epoch's grid and the latest one; returns the latest's path."""
-    model = trainer.model
+    model = trainer.evaluated
     was_training = model.training
     model.eval()
     try:

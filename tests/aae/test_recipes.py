@@ -27,6 +27,7 @@ OPTIONS = {
     "batch-norm": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5),
     "batch-norm-clean-vat": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5,
                                  vat_dropout=False),
+    "weight-average": dict(ema_decay=0.9, encoder_batch_norm=True),
 }
 
 
@@ -113,6 +114,25 @@ def test_clean_passes_neither_drop_units_nor_move_batch_norm_statistics():
     assert not torch.equal(encoder(x)[1], encoder(x)[1])  # dropout is back
     encoder(x)
     assert not torch.equal(before["body.1.running_mean"], encoder.state_dict()["body.1.running_mean"])
+
+
+def test_the_moving_average_of_the_weights_is_validated_and_published(fixture_data_dir):
+    """``ema_decay``: training follows the same path; the model validated, tested and
+    returned is the average, lerped towards the trained weights after every step."""
+    cfg = config(max_steps=2, validation_size=100)
+    splits = splits_for(cfg, fixture_data_dir)
+    one = Trainer(cfg.replace(max_steps=1), splits).fit().model.state_tensors()
+    two = Trainer(cfg, splits).fit().model.state_tensors()
+    averaged = Trainer(cfg.replace(ema_decay=0.75), splits)
+    result = averaged.fit()
+    assert weights_equal(averaged.model, Trainer(cfg, splits).fit().model)  # training unchanged
+    assert result.model is averaged.evaluated and result.model is not averaged.model
+    average = result.model.state_tensors()
+    moved = [k for k in two if not torch.equal(one[k], two[k])]
+    assert moved  # the second step changed weights, so the average differs from both
+    for k in moved:
+        torch.testing.assert_close(average[k], 0.75 * one[k] + 0.25 * two[k])
+    assert result.metrics["validation_error"] == result.metrics["history"][-1]["validation_error"]
 
 
 def test_learning_rate_schedules():

@@ -188,6 +188,7 @@ def test_a_job_reports_progress_finishes_and_its_version_serves_samples(client, 
     ({"vat_weight": True}, "vat_weight"),
     ({"encoder_batch_norm": 1}, "encoder_batch_norm"),
     ({"vat_dropout": "no"}, "vat_dropout"),
+    ({"ema_decay": 1.0}, "ema_decay"),
     ({"lr_milestones": [True]}, "lr_milestones"),
 ])
 def test_invalid_parameters_are_refused_naming_the_field(client, problem, body, field):
