@@ -173,7 +173,8 @@ class AAEConfig:
                                                 multiple_of=DATASET_CLASSES),
                                     why="the same number of each of the dataset's classes")
     validation_size: int = _bounded(10_000, NON_NEGATIVE)
-    # weights, dropout, splits and batch order (mixed with counters into torch seeds)
+    # weights, dropout, batch order, and the splits unless split_seed is set (mixed with
+    # counters into torch seeds)
     seed: int = _bounded(10, Range(ge=0, le=2**32 - 1))
     precision: Precision = Precision.AUTO
     # Fields below came after the first release; each default keeps the behaviour of the
@@ -211,6 +212,9 @@ class AAEConfig:
     label_shift: int = _bounded(0, Range(ge=0, le=8))
     # evaluation of clustering models
     cluster_mapping: ClusterMapping = ClusterMapping.MAJORITY
+    # draws the validation split and the labeled digits instead of ``seed`` (None: seed),
+    # so that runs can differ in their weights and batch order alone
+    split_seed: int | None = _bounded(None, Range(ge=0, le=2**32 - 1))
 
     def __post_init__(self) -> None:
         enums = {"mode": Mode, "prior": PriorKind, "precision": Precision,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aae.config import DATASET_CLASSES
+from aae.config import DATASET_CLASSES, AAEConfig
 from aae.errors import DatasetCorrupt, DatasetNotFound
 
 logger = logging.getLogger(__name__)
@@ -243,6 +243,14 @@ def load_splits(
         test=test,
         source=str(data_dir),
     )
+
+
+def splits_for(cfg: AAEConfig, data_dir: Path, *, download: bool = True) -> MNISTSplits:
+    """The splits a run of ``cfg`` trains and is measured on: its labeled and validation
+    digits drawn by ``cfg.split_seed``, or by ``cfg.seed`` where that is unset."""
+    seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    return load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
+                       seed=seed, download=download)
 
 
 def _balanced(candidates: torch.Tensor, labels: torch.Tensor, per_class: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aae.data import default_data_dir, load_splits  # noqa: E402
+from aae.data import default_data_dir, splits_for  # noqa: E402
 from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
 from aae.training import Trainer  # noqa: E402
@@ -41,8 +41,7 @@ def main() -> None:
     flush_denormals()
     cfg = build_config(args.preset, mode="semi_supervised", n_labels=args.labels,
                        seed=args.seed, max_steps=args.steps, **parse_sets(args.sets))
-    splits = load_splits(args.data_dir, n_labels=args.labels,
-                         validation_size=cfg.validation_size, seed=cfg.seed, download=False)
+    splits = splits_for(cfg, args.data_dir, download=False)
     result = Trainer(cfg, splits).fit()
     with torch.no_grad():
         _, logits = result.model.encoder(splits.validation.images)

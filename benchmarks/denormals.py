@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aae.config import Mode  # noqa: E402
-from aae.data import load_splits  # noqa: E402
+from aae.data import splits_for  # noqa: E402
 from aae.device import tune_cpu_allocator  # noqa: E402
 from aae.phases import train_step  # noqa: E402
 from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
@@ -66,8 +66,7 @@ def main() -> None:
 
     cfg = build_config(DEFAULT_PRESET, mode=Mode.SEMI_SUPERVISED, n_labels=100,
                        **parse_sets(args.set))
-    splits = load_splits(args.data_dir, n_labels=cfg.n_labels,
-                         validation_size=cfg.validation_size, seed=cfg.seed)
+    splits = splits_for(cfg, args.data_dir)
     trainer = Trainer(cfg, splits, device="cpu")
     batches = itertools.chain.from_iterable(trainer._batches(e) for e in itertools.count())
 

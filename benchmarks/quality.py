@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aae.checkpoints import publish_model  # noqa: E402
-from aae.data import default_data_dir, load_splits  # noqa: E402
+from aae.data import default_data_dir, splits_for  # noqa: E402
 from aae.store import CheckpointStore  # noqa: E402
 from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
@@ -55,8 +55,7 @@ def parse_sets(pairs: list[str]) -> dict:
 def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, sets: dict,
         name: str, store: Path | None = None) -> dict:
     cfg = build_config(preset, **{"mode": mode, "n_labels": labels, "seed": seed, **sets})
-    splits = load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
-                         seed=cfg.seed)
+    splits = splits_for(cfg, data_dir)
     log_path = RUNS / f"{name}-seed{seed}.log"
     log = RunLog(log_path, f"{name} seed {seed}: python benchmarks/quality.py --preset "
                  f"{preset} --mode {mode} --labels {labels} --seeds {seed} --name {name} "

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aae.config import AAEConfig, Mode, Precision  # noqa: E402
-from aae.data import load_splits  # noqa: E402
+from aae.data import splits_for  # noqa: E402
 from aae.device import tune_cpu_allocator  # noqa: E402
 from aae.phases import train_step  # noqa: E402
 from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
@@ -60,8 +60,7 @@ def main() -> None:
 
     cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=args.labels,
                     precision=Precision(args.precision), validation_size=1000)
-    splits = load_splits(args.data_dir, n_labels=cfg.n_labels,
-                         validation_size=cfg.validation_size, seed=cfg.seed)
+    splits = splits_for(cfg, args.data_dir)
     ours = Trainer(cfg, splits, device="cpu")
     seed = SeedTrainer(cfg)
     batches = [b for _, b in zip(range(20), ours._batches(0))]
@@ -103,8 +102,7 @@ def main() -> None:
 
     if args.accuracy_steps:
         cfg = cfg.replace(max_steps=args.accuracy_steps, epochs=10_000)
-        splits = load_splits(args.data_dir, n_labels=cfg.n_labels,
-                             validation_size=cfg.validation_size, seed=cfg.seed)
+        splits = splits_for(cfg, args.data_dir)
         t = time.perf_counter()
         ours = Trainer(cfg, splits, device="cpu")
         result = ours.fit()

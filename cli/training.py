@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aae.config import AAEConfig
-from aae.data import MNISTSplits, load_splits
+from aae.data import MNISTSplits, splits_for
 from aae.errors import AAEError, DatasetNotFound
 from aae.presets import DEFAULT_PRESET, build_config, preset_names
 from aae.store import validate_name
@@ -67,9 +67,7 @@ def open_splits(args: argparse.Namespace, data_dir: Path, cfg: AAEConfig) -> MNI
     # the files is a mistake (a typo, another dataset's path) unless --download says not
     download = not args.no_download and (args.data_dir is None or args.download)
     try:
-        return load_splits(data_dir, n_labels=cfg.n_labels,
-                           validation_size=cfg.validation_size, seed=cfg.seed,
-                           download=download)
+        return splits_for(cfg, data_dir, download=download)
     except DatasetNotFound as exc:
         raise DatasetNotFound(f"{exc}. Point --data-dir (or AAE_DATA_DIR) at a directory "
                               "with the four MNIST-format IDX files; --download fetches "

@@ -42,7 +42,7 @@ from rq.job import Job
 
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig
-from aae.data import MNIST_FILES, load_splits
+from aae.data import MNIST_FILES, splits_for
 from aae.device import default_device
 from aae.errors import AAEError, DatasetNotFound, TrainingStopped
 from aae.resume import load_state, save_state
@@ -121,9 +121,7 @@ def _train(report: JobReport, settings: WorkerSettings, device: torch.device, na
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     data_dir, download = dataset_dir(settings, dataset)
-    splits = load_splits(data_dir, n_labels=cfg.n_labels,
-                         validation_size=cfg.validation_size, seed=cfg.seed,
-                         download=download)
+    splits = splits_for(cfg, data_dir, download=download)
     step_timer = StepTimer(job.connection, device.type)
 
     def on_progress(progress: Progress) -> None:

@@ -22,7 +22,9 @@ from aae.data import (
     load_digits,
     load_splits,
     read_idx,
+    splits_for,
 )
+from aae.config import AAEConfig
 from aae.errors import DatasetCorrupt, DatasetNotFound
 
 FILE_NAMES = list(MNIST_FILES)
@@ -158,6 +160,17 @@ def test_splits_are_deterministic(fixture_data_dir: Path) -> None:
     assert not torch.equal(a.validation.images, other.validation.images)
     assert not torch.equal(a.labeled.images, other.labeled.images)
     assert a.source == str(fixture_data_dir)
+
+
+def test_a_runs_splits_are_drawn_by_its_split_seed_else_its_seed(fixture_data_dir: Path) -> None:
+    def labeled(**seeds):
+        cfg = AAEConfig(mode="semi_supervised", n_labels=100, validation_size=300, **seeds)
+        return splits_for(cfg, fixture_data_dir, download=False).labeled.images
+
+    assert torch.equal(labeled(seed=1), labeled(seed=2, split_seed=1))
+    assert torch.equal(labeled(seed=2, split_seed=1), labeled(seed=3, split_seed=1))
+    assert not torch.equal(labeled(seed=1), labeled(seed=2))
+    assert not torch.equal(labeled(seed=1, split_seed=2), labeled(seed=1))
 
 
 def test_splits_are_balanced_and_disjoint(fixture_data_dir: Path) -> None:

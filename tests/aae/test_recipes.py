@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aae.config import AAEConfig, ClusterMapping, LRSchedule, Mode, Precision
-from aae.data import load_splits
+from aae.data import splits_for
 from aae.errors import TrainingStopped
 from aae.evaluation import cluster_labels, map_clusters, paper_cluster_labels
 from aae.optim import lr_scale
@@ -36,10 +36,6 @@ def config(**changes) -> AAEConfig:
                 validation_size=300, precision=Precision.FP32)
     return AAEConfig(**{**base, **changes})
 
-
-def splits_for(cfg, data_dir):
-    return load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
-                       seed=cfg.seed, download=False)
 
 
 def weights_equal(a, b) -> bool:

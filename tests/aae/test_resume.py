@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aae.config import AAEConfig, Mode, Precision
-from aae.data import load_splits
+from aae.data import splits_for
 from aae.errors import CheckpointCorrupt, TrainingStopped
 from aae.resume import latest_epoch, load_state, save_state
 from aae.training import Trainer
@@ -18,10 +18,6 @@ def config(mode: Mode, **changes) -> AAEConfig:
                      epochs=3, hidden=32, validation_size=300, precision=Precision.FP32,
                      **changes)
 
-
-def splits_for(cfg, data_dir):
-    return load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
-                       seed=cfg.seed, download=False)
 
 
 def stopped_after(epochs: int, cfg: AAEConfig, splits, directory) -> Trainer:

@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from aae.config import AAEConfig, Mode, Precision
-from aae.data import load_splits
+from aae.data import splits_for
 from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate
 from aae.model import AdversarialAutoencoder
@@ -13,10 +13,6 @@ from aae.optim import Optimizers
 from aae.phases import discriminator_loss, generator_loss
 from aae.training import Trainer
 
-
-def splits_for(cfg: AAEConfig, data_dir):
-    return load_splits(data_dir, n_labels=cfg.n_labels, validation_size=cfg.validation_size,
-                       seed=cfg.seed, download=False)
 
 
 def test_phase_losses_are_the_seed_formulas():

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode, Precision
-from aae.data import Digits, load_splits
+from aae.data import Digits, load_splits, splits_for
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore
 from aae.training import Trainer
@@ -59,9 +59,7 @@ def trained_models(fixture_data_dir: Path) -> dict[str, Trained]:
     """Each of CONFIGS trained on the committed digits, by name."""
     out = {}
     for name, cfg in CONFIGS.items():
-        splits = load_splits(fixture_data_dir, n_labels=cfg.n_labels,
-                             validation_size=cfg.validation_size, seed=cfg.seed,
-                             download=False)
+        splits = splits_for(cfg, fixture_data_dir, download=False)
         result = Trainer(cfg, splits, device="cpu").fit()
         out[name] = Trained(result.model, result.metrics)
     return out
