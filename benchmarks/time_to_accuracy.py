@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aae.data import default_data_dir, load_splits  # noqa: E402
+from aae.data import default_data_dir, splits_for  # noqa: E402
 from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
 from aae.errors import TrainingStopped  # noqa: E402
 from aae.evaluation import evaluate  # noqa: E402
@@ -37,8 +37,7 @@ def run(data_dir: Path, preset: str, labels: int, seed: int, budget_s: float,
         epochs: int, validation_size: int) -> dict[float, float | None]:
     cfg = build_config(preset, mode="semi_supervised", n_labels=labels, seed=seed,
                        epochs=epochs, validation_size=validation_size)
-    splits = load_splits(data_dir, n_labels=labels, validation_size=cfg.validation_size,
-                         seed=seed)
+    splits = splits_for(cfg, data_dir)
     reached: dict[float, float | None] = dict.fromkeys(THRESHOLDS)
     RUNS.mkdir(parents=True, exist_ok=True)
     log = open(RUNS / f"time-to-accuracy-{preset}.log", "w", encoding="utf-8")
