@@ -167,6 +167,8 @@ def test_field_defaults_keep_the_first_release_behaviour():
             cfg.step_mode.value, cfg.vat_weight, cfg.entropy_weight,
             cfg.cluster_mapping.value) == (0.0, "adam", "constant", "simultaneous", 0.0, 0.0,
                                            "majority")
+    assert (cfg.vat_dropout, cfg.encoder_batch_norm, cfg.ema_decay, cfg.split_seed) == (
+        True, False, 0.0, None)
     assert AAEConfig.from_dict(cfg.to_dict()) == cfg
 
 
