@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[Mode, dict[str, Any]]] = {
         Mode.SUPERVISED: {},
         # the seed's recipe plus virtual adversarial training at a small radius, its passes
         # without the encoder's dropout: 5.00% ± 1.00% validation error over seeds 1-3
-        # after 20 epochs on one machine, where VAT through dropout scored 8.46% ± 4.62%
+        # after 20 epochs on one machine, where VAT through dropout scored 8.46% ± 4.66%
         # (one of its runs merged 4 and 9 into one class: 13.61%) and the seed's recipe
         # 11.83% (seed 1). The paper's 10-D N(0, I) code with input noise scored 3.75% on
         # seed 1 but 10.66% ± 8.22% over the same seeds (docs/quality.md, "Over seeds",
