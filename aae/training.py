@@ -160,13 +160,7 @@ class Trainer:
             for batch in self._batches(self.epoch):
                 if self.should_stop is not None and self.should_stop():
                     raise TrainingStopped(f"stopped at step {self.step} of {self.total_steps}")
-                self.optimizers.scale_lr(lr_scale(self.cfg, self.step, self.steps_per_epoch,
-                                                  self.total_steps))
-                losses = train_step(self.model, self.optimizers, batch, self.precision,
-                                    self.prior_rng)
-                if self.average is not None:
-                    self.average.update_parameters(self.model)
-                self.step += 1
+                losses = self.train_batch(batch)
                 if self.step % self.progress_every == 0 or self.step == self.total_steps:
                     self.losses = self._finite(losses)
                     last = self.history[-1] if self.history else {}
@@ -187,6 +181,17 @@ class Trainer:
         model = self.evaluated.eval()
         return TrainResult(model, self._metrics(train_seconds),
                            {"latent": latent_sample(model, self.splits.test)})
+
+    def train_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One step: the scheduled learning rates, every phase on ``batch``, the moving
+        average of the weights where there is one; returns the phases' losses."""
+        self.optimizers.scale_lr(lr_scale(self.cfg, self.step, self.steps_per_epoch,
+                                          self.total_steps))
+        losses = train_step(self.model, self.optimizers, batch, self.precision, self.prior_rng)
+        if self.average is not None:
+            self.average.update_parameters(self.model)
+        self.step += 1
+        return losses
 
     def _finite(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         """The step's losses as numbers; ``TrainingDiverged`` if one is not finite (checked

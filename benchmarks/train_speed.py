@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aae.config import AAEConfig, Mode, Precision  # noqa: E402
 from aae.data import splits_for  # noqa: E402
 from aae.device import tune_cpu_allocator  # noqa: E402
-from aae.phases import train_step  # noqa: E402
 from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
 from aae.training import Trainer  # noqa: E402
 from seed_step import SeedTrainer  # noqa: E402
@@ -69,11 +68,10 @@ def main() -> None:
     default = Trainer(default_cfg, splits, device="cpu")
 
     def our_step(b):
-        train_step(ours.model, ours.optimizers, b, ours.precision, ours.prior_rng)
+        ours.train_batch(b)
 
-    def default_step(b):
-        train_step(default.model, default.optimizers, b, default.precision,
-                   default.prior_rng)
+    def default_step(b):  # with the default's moving average of the weights, if any
+        default.train_batch(b)
 
     def seed_step(b):
         seed.step(b.x, b.x_labeled, b.y_labeled)
