@@ -191,8 +191,8 @@ class AAEConfig:
     lr_gamma: float = _bounded(0.1, POSITIVE)
     step_mode: StepMode = StepMode.SIMULTANEOUS
     # the weights validated and published: an exponential moving average of the trained
-    # ones, updated after every step with this decay (Polyak averaging), or the trained
-    # ones themselves (0)
+    # ones, updated after every step with this decay after a warm-up (aae.optim.
+    # weight_average), or the trained ones themselves (0)
     ema_decay: float = _bounded(0.0, FRACTION)
     # consistency of q(y|x) on unlabeled digits (semi_supervised; 0 = off): virtual
     # adversarial training (Miyato et al. 2018) and conditional entropy minimisation

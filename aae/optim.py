@@ -1,4 +1,5 @@
-"""The optimizers of the training phases and their learning-rate schedule.
+"""The optimizers of the training phases, their learning-rate schedule, and the moving
+average of the weights.
 
 Every phase keeps its own optimizer and learning rate, as in the seed and the paper,
 so each phase's gradient is scaled on its own. The schedule is a pure function of
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from aae.config import AAEConfig, LRSchedule, Mode, Optimizer
 
@@ -29,6 +31,24 @@ def lr_scale(cfg: AAEConfig, step: int, steps_per_epoch: int, total_steps: int) 
     if cfg.lr_schedule is LRSchedule.COSINE:
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
     return 1.0
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers (torch's
+    ``AveragedModel``), with a warm-up: while fewer than about 1 / (1 - decay) steps have
+    been averaged it is their plain mean, so a short run publishes the mean of its
+    weights rather than its first ones; from there on each step moves it by 1 - decay."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               n_averaged: torch.Tensor) -> None:
+        n = int(n_averaged)
+        if not averaged[0].is_floating_point():  # counters (batch norm's) follow the model
+            torch._foreach_copy_(averaged, current)
+            return
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, n / (n + 1)))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 class Optimizers:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from aae.anomaly import calibrate
 from aae.config import AAEConfig, Mode, Precision
@@ -32,7 +31,7 @@ from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
 from aae.figures import latent_sample
 from aae.model import AdversarialAutoencoder
-from aae.optim import Optimizers, lr_scale
+from aae.optim import Optimizers, lr_scale, weight_average
 from aae.phases import Batch, train_step
 
 logger = logging.getLogger(__name__)
@@ -102,9 +101,7 @@ class Trainer:
         self.model = AdversarialAutoencoder(cfg).to(self.device).train()
         self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
         # a moving average of the weights (and buffers) that is validated and published
-        self.average = (AveragedModel(self.model, use_buffers=True,
-                                      multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-                        if cfg.ema_decay > 0 else None)
+        self.average = weight_average(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.prior_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.epoch = 0  # epochs completed
         self.step = 0  # steps completed

@@ -114,21 +114,34 @@ def test_clean_passes_neither_drop_units_nor_move_batch_norm_statistics():
 
 def test_the_moving_average_of_the_weights_is_validated_and_published(fixture_data_dir):
     """``ema_decay``: training follows the same path; the model validated, tested and
-    returned is the average, lerped towards the trained weights after every step."""
-    cfg = config(max_steps=2, validation_size=100)
+    returned is the average, lerped towards the trained weights after every step, after
+    a warm-up in which it is their plain mean."""
+    cfg = config(max_steps=3, validation_size=100, encoder_batch_norm=True)
     splits = splits_for(cfg, fixture_data_dir)
-    one = Trainer(cfg.replace(max_steps=1), splits).fit().model.state_tensors()
-    two = Trainer(cfg, splits).fit().model.state_tensors()
-    averaged = Trainer(cfg.replace(ema_decay=0.75), splits)
-    result = averaged.fit()
-    assert weights_equal(averaged.model, Trainer(cfg, splits).fit().model)  # training unchanged
-    assert result.model is averaged.evaluated and result.model is not averaged.model
-    average = result.model.state_tensors()
-    moved = [k for k in two if not torch.equal(one[k], two[k])]
-    assert moved  # the second step changed weights, so the average differs from both
-    for k in moved:
-        torch.testing.assert_close(average[k], 0.75 * one[k] + 0.25 * two[k])
-    assert result.metrics["validation_error"] == result.metrics["history"][-1]["validation_error"]
+    weights = [Trainer(cfg.replace(max_steps=n), splits).fit().model.state_tensors()
+               for n in (1, 2, 3)]
+    floats = [k for k, v in weights[0].items() if v.is_floating_point()]
+    assert any(not torch.equal(weights[1][k], weights[2][k]) for k in floats)
+
+    def averaged(decay: float, steps: int):
+        trainer = Trainer(cfg.replace(ema_decay=decay, max_steps=steps), splits)
+        result = trainer.fit()
+        assert weights_equal(trainer.model, Trainer(cfg.replace(max_steps=steps), splits)
+                             .fit().model)  # training unchanged
+        assert result.model is trainer.evaluated and result.model is not trainer.model
+        assert result.metrics["validation_error"] == result.metrics["history"][-1][
+            "validation_error"]
+        return result.model.state_tensors()
+
+    mean = averaged(0.999, 3)  # warm-up: the mean of the three steps' weights
+    decayed = averaged(0.25, 3)  # past the warm-up at once: 0.25 of the old, 0.75 of the new
+    for k in floats:
+        torch.testing.assert_close(mean[k], (weights[0][k] + weights[1][k] + weights[2][k]) / 3)
+        torch.testing.assert_close(
+            decayed[k], 0.25 * (0.25 * weights[0][k] + 0.75 * weights[1][k])
+            + 0.75 * weights[2][k])
+    assert torch.equal(mean["encoder.body.1.num_batches_tracked"],
+                       weights[2]["encoder.body.1.num_batches_tracked"])
 
 
 def test_learning_rate_schedules():
