@@ -16,6 +16,10 @@ import torch
 from PIL import Image
 
 from aae.checkpoints import load_model, publish_model
+from aae.config import Precision
+from aae.data import splits_for
+from aae.presets import build_config
+from aae.training import Trainer
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -170,6 +174,31 @@ def test_classify_real_test_digits_far_above_chance(client, store, image_files):
     untrained_accuracy = (torch.tensor([p["label"] for p in untrained["predictions"]])
                           == truth).float().mean().item()
     assert untrained_accuracy < accuracy - 0.2
+
+
+def test_a_model_of_the_default_preset_is_served_as_it_classifies_in_training(
+        store, make_client, image_files, fixture_data_dir):
+    """The default preset's semi-supervised recipe (VAT, its moving average of the weights,
+    the encoder's batch norm where it has one), trained briefly and published: the service
+    answers what the trained model answers, batch norm on its running statistics, so one
+    digit alone gets the label it gets among others."""
+    cfg = build_config("default", mode="semi_supervised", n_labels=100, max_steps=20,
+                       validation_size=300, hidden=64, precision=Precision.FP32)
+    assert cfg.ema_decay > 0 and cfg.vat_weight > 0
+    result = Trainer(cfg, splits_for(cfg, fixture_data_dir, download=False), device="cpu").fit()
+    publish_model(store, "preset-default", result.model, result.metrics)
+    client = make_client()
+    n = 20
+    response = client.post("/classify?model=preset-default",
+                           files=multipart(*(image_files.png(i) for i in range(n))))
+    assert response.status_code == 200, response.text
+    served = torch.tensor([p["probabilities"] for p in response.json()["predictions"]])
+    expected = result.model.classify(image_files.digits.images[:n])
+    torch.testing.assert_close(served, expected, rtol=1e-4, atol=1e-5)
+    one = client.post("/classify?model=preset-default", content=image_files.png(3),
+                      headers={"content-type": "image/png"}).json()
+    torch.testing.assert_close(torch.tensor(one["probabilities"]), expected[3],
+                               rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["plain", "styles"])
