@@ -194,8 +194,8 @@ class AAEConfig:
     # ones, updated after every step with this decay after a warm-up (aae.optim.
     # weight_average), or the trained ones themselves (0)
     ema_decay: float = _bounded(0.0, FRACTION)
-    # consistency of q(y|x) on unlabeled digits (semi_supervised; 0 = off): virtual
-    # adversarial training (Miyato et al. 2018) and conditional entropy minimisation
+    # consistency of q(y|x) on unlabeled digits (semi_supervised and clustering; 0 = off):
+    # virtual adversarial training (Miyato et al. 2018) and conditional entropy minimisation
     vat_weight: float = _bounded(0.0, NON_NEGATIVE)
     # L2 radius of the adversarial perturbation of an image
     vat_epsilon: float = _bounded(2.0, POSITIVE)
@@ -259,6 +259,13 @@ class AAEConfig:
         """The encoder has a softmax head y (and a categorical discriminator), so the
         model can classify (by argmax y)."""
         return self.mode in (Mode.SEMI_SUPERVISED, Mode.CLUSTERING)
+
+    @property
+    def has_classification_phase(self) -> bool:
+        """A phase trains q(y|x) on its own: on labels (semi-supervised, with any
+        consistency terms), or on the consistency terms alone (clustering)."""
+        return self.mode is Mode.SEMI_SUPERVISED or (
+            self.mode is Mode.CLUSTERING and (self.vat_weight > 0 or self.entropy_weight > 0))
 
     @property
     def uses_labels(self) -> bool:

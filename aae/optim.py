@@ -13,7 +13,7 @@ import math
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from aae.config import AAEConfig, LRSchedule, Mode, Optimizer
+from aae.config import AAEConfig, LRSchedule, Optimizer
 
 
 def make_optimizer(params: list[torch.Tensor], lr: float, cfg: AAEConfig,
@@ -68,7 +68,7 @@ class Optimizers:
                                             fused)
         self.generator = make_optimizer(encoder, cfg.lr_regularization, cfg, fused)
         self.classification = (make_optimizer(encoder, cfg.lr_semi_supervised, cfg, fused)
-                               if cfg.mode is Mode.SEMI_SUPERVISED else None)
+                               if cfg.has_classification_phase else None)
         self._base_lr = {name: opt.param_groups[0]["lr"] for name, opt in self.named().items()}
 
     def named(self) -> dict[str, torch.optim.Optimizer]:

@@ -7,7 +7,8 @@ Each step runs the phases of Makhzani et al. (2015) and the seed post:
   the encoder (the generator) learns to fool it;
 - for semi-supervised models, classification: q(y|x) on a labeled minibatch, plus
   optional consistency terms on the unlabeled one (virtual adversarial training,
-  conditional entropy).
+  conditional entropy); for clustering models, where configured, those consistency
+  terms alone.
 
 Every phase keeps its own optimizer and learning rate (``aae.optim``). Two ways to
 run them (``AAEConfig.step_mode``):
@@ -204,18 +205,28 @@ def _regularization(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Ten
     return d_loss, g_loss
 
 
+def _classifies(cfg: AAEConfig, batch: Batch) -> bool:
+    """Whether the classification phase runs on this minibatch (semi-supervised: only
+    with a labeled minibatch beside it)."""
+    return cfg.has_classification_phase and (cfg.mode is Mode.CLUSTERING
+                                             or batch.x_labeled is not None)
+
+
 def _classification(model: AdversarialAutoencoder, batch: Batch, x_in: torch.Tensor,
                     y_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """The classification phase's terms: cross-entropy on the labeled minibatch and, where
-    configured, consistency on the unlabeled one (``y_logits``: q(y|x_in) of it)."""
+    """The classification phase's terms: cross-entropy on the labeled minibatch (semi-
+    supervised) and, where configured, consistency on the unlabeled one (``y_logits``:
+    q(y|x_in) of it), which in clustering mode is all the phase has."""
     cfg = model.cfg
-    if cfg.mode is not Mode.SEMI_SUPERVISED or batch.x_labeled is None:
+    if not _classifies(cfg, batch):
         return {}
-    x_labeled = batch.x_labeled
-    if cfg.label_shift:
-        x_labeled = shifted(x_labeled, cfg.label_shift)
-    _, yl_logits = model.encoder(_encoder_input(cfg, x_labeled))
-    terms = {"classification": classification_loss(yl_logits, batch.y_labeled)}
+    terms: dict[str, torch.Tensor] = {}
+    if cfg.mode is Mode.SEMI_SUPERVISED:
+        x_labeled = batch.x_labeled
+        if cfg.label_shift:
+            x_labeled = shifted(x_labeled, cfg.label_shift)
+        _, yl_logits = model.encoder(_encoder_input(cfg, x_labeled))
+        terms["classification"] = classification_loss(yl_logits, batch.y_labeled)
     if cfg.vat_weight > 0:
         terms["vat"] = _vat(cfg, model.encoder, x_in, y_logits)
     if cfg.entropy_weight > 0:
@@ -296,7 +307,7 @@ def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch
         _apply(opt.generator, opt.encoder, grad(g_loss, opt.encoder, allow_unused=True))
 
         losses: dict[str, torch.Tensor] = {}
-        if cfg.mode is Mode.SEMI_SUPERVISED and batch.x_labeled is not None:
+        if _classifies(cfg, batch):
             y_logits = model.encoder(x_in)[1] if cfg.vat_weight or cfg.entropy_weight else None
             c_terms = _classification(model, batch, x_in, y_logits)
             assert opt.classification is not None

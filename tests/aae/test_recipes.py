@@ -28,6 +28,10 @@ OPTIONS = {
     "batch-norm-clean-vat": dict(encoder_batch_norm=True, vat_weight=1.0, vat_epsilon=0.5,
                                  vat_dropout=False),
     "weight-average": dict(ema_decay=0.9, encoder_batch_norm=True),
+    "clustering-vat": dict(mode=Mode.CLUSTERING, n_labels=None, n_classes=16, vat_weight=1.0,
+                           vat_epsilon=0.5, vat_dropout=False, encoder_batch_norm=True),
+    "clustering-vat-sequential": dict(mode=Mode.CLUSTERING, n_labels=None, vat_weight=1.0,
+                                      entropy_weight=0.1, step_mode="sequential"),
 }
 
 
@@ -87,6 +91,24 @@ def test_losses_name_the_consistency_terms(fixture_data_dir):
             progress_every=1).fit()
     assert set(events[-1].losses) == {"reconstruction", "discriminator", "generator",
                                       "classification", "vat", "entropy"}
+
+
+@pytest.mark.parametrize("step_mode", ["simultaneous", "sequential"])
+def test_clustering_models_train_q_y_on_the_consistency_terms(step_mode, fixture_data_dir):
+    """In clustering mode VAT and entropy get a phase of their own (no labels to add them
+    to); without them the mode trains as it always did, with no such phase."""
+    plain = config(mode=Mode.CLUSTERING, n_labels=None, max_steps=2, step_mode=step_mode)
+    consistent = plain.replace(vat_weight=1.0, entropy_weight=0.1)
+    assert not plain.has_classification_phase and consistent.has_classification_phase
+    splits = splits_for(plain, fixture_data_dir)
+    for cfg, terms in ((plain, set()), (consistent, {"vat", "entropy"})):
+        events = []
+        trainer = Trainer(cfg, splits, on_progress=events.append, progress_every=1)
+        trained = trainer.fit().model
+        assert set(events[-1].losses) == {"reconstruction", "discriminator", "generator",
+                                          *terms}
+        assert (trainer.optimizers.classification is None) == (not terms)
+    assert not weights_equal(Trainer(plain, splits).fit().model, trained)
 
 
 def test_clean_passes_neither_drop_units_nor_move_batch_norm_statistics():
