@@ -206,6 +206,9 @@ class AAEConfig:
     # by r alone, not by two dropout masks as well
     vat_dropout: bool = True
     entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
+    # marginal entropy of q(y|x) over the unlabeled minibatch, maximised (IMSAT's second
+    # half of the mutual information, Hu et al. 2017): classes or clusters used evenly
+    marginal_entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
     # labeled minibatch (None: batch_size)
     labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
     # labeled images moved by up to this many pixels each step (0: off)
@@ -265,7 +268,12 @@ class AAEConfig:
         """A phase trains q(y|x) on its own: on labels (semi-supervised, with any
         consistency terms), or on the consistency terms alone (clustering)."""
         return self.mode is Mode.SEMI_SUPERVISED or (
-            self.mode is Mode.CLUSTERING and (self.vat_weight > 0 or self.entropy_weight > 0))
+            self.mode is Mode.CLUSTERING and self.has_consistency_terms)
+
+    @property
+    def has_consistency_terms(self) -> bool:
+        """Terms on q(y|x) of the unlabeled minibatch: VAT, or either entropy."""
+        return self.vat_weight > 0 or self.entropy_weight > 0 or self.marginal_entropy_weight > 0
 
     @property
     def uses_labels(self) -> bool:

@@ -7,8 +7,8 @@ Each step runs the phases of Makhzani et al. (2015) and the seed post:
   the encoder (the generator) learns to fool it;
 - for semi-supervised models, classification: q(y|x) on a labeled minibatch, plus
   optional consistency terms on the unlabeled one (virtual adversarial training,
-  conditional entropy); for clustering models, where configured, those consistency
-  terms alone.
+  conditional entropy, marginal entropy); for clustering models, where configured,
+  those consistency terms alone.
 
 Every phase keeps its own optimizer and learning rate (``aae.optim``). Two ways to
 run them (``AAEConfig.step_mode``):
@@ -28,6 +28,7 @@ deterministic on the CPU and resumes exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +75,15 @@ def entropy_loss(y_logits: torch.Tensor) -> torch.Tensor:
     predictions away from the data (Grandvalet & Bengio 2005)."""
     log_p = F.log_softmax(y_logits.float(), dim=1)
     return -(log_p.exp() * log_p).sum(1).mean()
+
+
+def marginal_entropy_loss(y_logits: torch.Tensor) -> torch.Tensor:
+    """log K minus the entropy of the minibatch's mean q(y|x): 0 when the K classes are
+    used evenly. Minimising it, with the conditional entropy, maximises the mutual
+    information between x and y (Hu et al. 2017, IMSAT); alone it keeps clusters from
+    merging."""
+    mean = F.softmax(y_logits.float(), dim=1).mean(0)
+    return math.log(mean.numel()) + (mean * torch.log(mean.clamp_min(1e-12))).sum()
 
 
 def _kl(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -231,6 +241,9 @@ def _classification(model: AdversarialAutoencoder, batch: Batch, x_in: torch.Ten
         terms["vat"] = _vat(cfg, model.encoder, x_in, y_logits)
     if cfg.entropy_weight > 0:
         terms["entropy"] = cfg.entropy_weight * entropy_loss(y_logits)
+    if cfg.marginal_entropy_weight > 0:
+        terms["marginal_entropy"] = (cfg.marginal_entropy_weight
+                                     * marginal_entropy_loss(y_logits))
     return terms
 
 
@@ -308,7 +321,7 @@ def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch
 
         losses: dict[str, torch.Tensor] = {}
         if _classifies(cfg, batch):
-            y_logits = model.encoder(x_in)[1] if cfg.vat_weight or cfg.entropy_weight else None
+            y_logits = model.encoder(x_in)[1] if cfg.has_consistency_terms else None
             c_terms = _classification(model, batch, x_in, y_logits)
             assert opt.classification is not None
             _apply(opt.classification, opt.encoder,

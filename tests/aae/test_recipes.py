@@ -1,6 +1,9 @@
 """The model-quality options (input noise, SGD and schedules, the sequential step, VAT,
-VAT without dropout, entropy, the encoder's batch norm, the paper's cluster mapping) and the
-presets: each exercised on real digits, deterministic, and resumed exactly."""
+VAT without dropout, conditional and marginal entropy, the encoder's batch norm, the
+paper's cluster mapping) and the presets: each exercised on real digits, deterministic,
+and resumed exactly."""
+
+import math
 
 import pytest
 import torch
@@ -32,6 +35,8 @@ OPTIONS = {
                            vat_epsilon=0.5, vat_dropout=False, encoder_batch_norm=True),
     "clustering-vat-sequential": dict(mode=Mode.CLUSTERING, n_labels=None, vat_weight=1.0,
                                       entropy_weight=0.1, step_mode="sequential"),
+    "clustering-mutual-information": dict(mode=Mode.CLUSTERING, n_labels=None,
+                                          entropy_weight=0.1, marginal_entropy_weight=0.4),
 }
 
 
@@ -85,12 +90,25 @@ def test_options_change_the_training():
 
 
 def test_losses_name_the_consistency_terms(fixture_data_dir):
-    cfg = config(max_steps=3, vat_weight=1.0, entropy_weight=0.1)
+    cfg = config(max_steps=3, vat_weight=1.0, entropy_weight=0.1, marginal_entropy_weight=0.1)
     events = []
     Trainer(cfg, splits_for(cfg, fixture_data_dir), on_progress=events.append,
             progress_every=1).fit()
     assert set(events[-1].losses) == {"reconstruction", "discriminator", "generator",
-                                      "classification", "vat", "entropy"}
+                                      "classification", "vat", "entropy", "marginal_entropy"}
+    assert events[-1].losses["marginal_entropy"] >= 0
+
+
+def test_marginal_entropy_is_zero_for_even_use_and_log_k_for_one_class():
+    from aae.phases import marginal_entropy_loss
+
+    even = torch.eye(4).repeat(3, 1) * 20  # 12 confident rows, each class 3 times
+    assert marginal_entropy_loss(even).item() == pytest.approx(0, abs=1e-6)
+    collapsed = torch.zeros(12, 4)
+    collapsed[:, 2] = 50
+    assert marginal_entropy_loss(collapsed).item() == pytest.approx(math.log(4), abs=1e-5)
+    flat = torch.zeros(12, 4)  # every row unsure, the mean still even
+    assert marginal_entropy_loss(flat).item() == pytest.approx(0, abs=1e-6)
 
 
 @pytest.mark.parametrize("step_mode", ["simultaneous", "sequential"])
@@ -98,10 +116,11 @@ def test_clustering_models_train_q_y_on_the_consistency_terms(step_mode, fixture
     """In clustering mode VAT and entropy get a phase of their own (no labels to add them
     to); without them the mode trains as it always did, with no such phase."""
     plain = config(mode=Mode.CLUSTERING, n_labels=None, max_steps=2, step_mode=step_mode)
-    consistent = plain.replace(vat_weight=1.0, entropy_weight=0.1)
+    consistent = plain.replace(vat_weight=1.0, entropy_weight=0.1, marginal_entropy_weight=0.1)
     assert not plain.has_classification_phase and consistent.has_classification_phase
+    assert plain.replace(marginal_entropy_weight=0.1).has_classification_phase
     splits = splits_for(plain, fixture_data_dir)
-    for cfg, terms in ((plain, set()), (consistent, {"vat", "entropy"})):
+    for cfg, terms in ((plain, set()), (consistent, {"vat", "entropy", "marginal_entropy"})):
         events = []
         trainer = Trainer(cfg, splits, on_progress=events.append, progress_every=1)
         trained = trainer.fit().model
@@ -202,8 +221,8 @@ def test_field_defaults_keep_the_first_release_behaviour():
             cfg.step_mode.value, cfg.vat_weight, cfg.entropy_weight,
             cfg.cluster_mapping.value) == (0.0, "adam", "constant", "simultaneous", 0.0, 0.0,
                                            "majority")
-    assert (cfg.vat_dropout, cfg.encoder_batch_norm, cfg.ema_decay, cfg.split_seed) == (
-        True, False, 0.0, None)
+    assert (cfg.vat_dropout, cfg.encoder_batch_norm, cfg.ema_decay, cfg.split_seed,
+            cfg.marginal_entropy_weight) == (True, False, 0.0, None, 0.0)
     assert AAEConfig.from_dict(cfg.to_dict()) == cfg
 
 
