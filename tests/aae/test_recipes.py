@@ -234,6 +234,9 @@ def test_presets_fill_in_and_explicit_values_win():
     clusters = build_config("default", mode="clustering")
     assert (clusters.n_classes, clusters.cluster_mapping) == (30, ClusterMapping.PAPER)
     assert build_config("default", mode="unsupervised").z_dim == 2  # the 2-D figure mode
+    semi = build_config("default", mode="semi_supervised", n_labels=100)
+    assert (semi.z_dim, semi.prior_std, semi.marginal_entropy_weight, semi.vat_weight) == (
+        10, 1.0, 0.4, 1.0)  # the paper's style code, kept from merging classes
     paper = build_config("paper", mode="semi_supervised")
     assert (paper.optimizer.value, paper.step_mode.value, paper.input_noise_std,
             paper.dropout_encoder, paper.z_dim) == ("sgd", "sequential", 0.3, 0.0, 10)
