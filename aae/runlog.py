@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from aae.config import AAEConfig
+from aae.errors import AAEError
 from aae.training import Progress
+
+
+def refuse_overwrite(paths: list[Path]) -> None:
+    """Raise before any training if one of these run logs exists: a committed log is the
+    evidence of a table's row, and a new run under an old name would silently replace it.
+    Callers skip this check when asked to overwrite (``--overwrite``)."""
+    taken = [str(p) for p in paths if p.exists()]
+    if taken:
+        raise AAEError(f"run log(s) already exist: {', '.join(taken)}; choose another name "
+                       "or pass --overwrite")
 
 
 class RunLog:
@@ -20,7 +31,10 @@ class RunLog:
 
     COLUMNS = "# epoch step train_s validation_error validation_loss losses"
 
-    def __init__(self, path: Path, command: str, cfg: AAEConfig, echo: bool = True) -> None:
+    def __init__(self, path: Path, command: str, cfg: AAEConfig, echo: bool = True,
+                 overwrite: bool = False) -> None:
+        if not overwrite:
+            refuse_overwrite([path])
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.echo = path, echo
         self.file = open(path, "w", encoding="utf-8")

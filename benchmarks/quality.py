@@ -30,7 +30,8 @@ from aae.data import default_data_dir, splits_for  # noqa: E402
 from aae.store import CheckpointStore  # noqa: E402
 from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
 from aae.presets import build_config, preset_names  # noqa: E402
-from aae.runlog import RunLog  # noqa: E402
+from aae.errors import AAEError  # noqa: E402
+from aae.runlog import RunLog, refuse_overwrite  # noqa: E402
 from aae.training import Trainer  # noqa: E402
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
@@ -52,14 +53,19 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
+def log_path_of(name: str, seed: int) -> Path:
+    return RUNS / f"{name}-seed{seed}.log"
+
+
 def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, sets: dict,
-        name: str, store: Path | None = None) -> dict:
+        name: str, store: Path | None = None, overwrite: bool = False) -> dict:
     cfg = build_config(preset, **{"mode": mode, "n_labels": labels, "seed": seed, **sets})
     splits = splits_for(cfg, data_dir)
-    log_path = RUNS / f"{name}-seed{seed}.log"
+    log_path = log_path_of(name, seed)
     log = RunLog(log_path, f"{name} seed {seed}: python benchmarks/quality.py --preset "
                  f"{preset} --mode {mode} --labels {labels} --seeds {seed} --name {name} "
-                 + " ".join(f"--set {k}={v!r}" for k, v in sets.items()), cfg)
+                 + " ".join(f"--set {k}={v!r}" for k, v in sets.items()), cfg,
+                 overwrite=overwrite)
     trainer = Trainer(cfg, splits, on_progress=log.on_progress, progress_every=10**9)
     result = trainer.fit()
     test_error = result.metrics["test_error"]  # clusters mapped on the validation split
@@ -107,6 +113,8 @@ def main() -> None:
     parser.add_argument("--name", help="run name (log file prefix)")
     parser.add_argument("--store", type=Path, help="also publish each trained model into "
                         "this checkpoint store, named --name")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing run logs of this name (refused otherwise)")
     parser.add_argument("--table", nargs="*", type=Path, metavar="LOG",
                         help="print the table of these run logs (default: docs/runs/*.log)")
     args = parser.parse_args()
@@ -119,8 +127,13 @@ def main() -> None:
         parser.error("--name is required to train")
     sets = parse_sets(args.sets)
     labels = args.labels if args.mode == "semi_supervised" else None
+    if not args.overwrite:
+        try:
+            refuse_overwrite([log_path_of(args.name, seed) for seed in args.seeds])
+        except AAEError as exc:
+            parser.error(str(exc))
     rows = [run(args.data_dir, args.preset, args.mode, labels, seed, sets, args.name,
-                args.store) for seed in args.seeds]
+                args.store, args.overwrite) for seed in args.seeds]
     errors = [r["test_error"] for r in rows]
     spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
     print(f"\n{args.name}: test error {statistics.mean(errors):.2%} ± {spread:.2%} over seeds "

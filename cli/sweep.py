@@ -33,7 +33,7 @@ from aae.errors import AAEError
 from aae.selection import Metric, MetricWorse, promote
 from aae.store import CheckpointStore, validate_name
 from aae.sweeps import PointResult, expand, label, point_from_metrics, table
-from aae.runlog import RunLog
+from aae.runlog import RunLog, refuse_overwrite
 from aae.training import Progress, Trainer
 from cli.progress import ProgressBar
 from cli.training import dataset_name, open_splits
@@ -103,15 +103,19 @@ def cmd_run(args: argparse.Namespace, base: dict[str, Any]) -> int:
         raise ValueError("a sweep publishes one model: its points must share their mode")
     name = validate_name(args.name or f"{dataset_name(data_dir)}-"
                          f"{configs[0].mode.value.replace('_', '-')}")
+    log_paths = [args.log_dir / f"{name}-{_slug(point)}.log" for point in overrides] \
+        if args.log_dir else []
+    if not args.overwrite:
+        refuse_overwrite(log_paths)
     results: list[PointResult] = []
     for index, (point, cfg) in enumerate(zip(overrides, configs, strict=True)):
         print(f"point {index + 1}/{len(configs)}: {label(point)}", file=sys.stderr)
         splits = open_splits(args, data_dir, cfg)
         progress, log = ProgressBar(), None
         if args.log_dir:
-            log = RunLog(args.log_dir / f"{name}-{_slug(point)}.log",
-                         f"{name} point {index}, {label(point)}: aae "
-                         + " ".join(shlex.quote(a) for a in sys.argv[1:]), cfg, echo=False)
+            log = RunLog(log_paths[index], f"{name} point {index}, {label(point)}: aae "
+                         + " ".join(shlex.quote(a) for a in sys.argv[1:]), cfg, echo=False,
+                         overwrite=args.overwrite)
         result = Trainer(cfg, splits, device=args.device,
                          on_progress=_both(progress, log)).fit()
         version = publish_model(store, name, result.model, result.metrics, result.extras)
@@ -256,6 +260,8 @@ def add_parser(commands: argparse._SubParsersAction, add_config_arguments: Any) 
     run.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
     run.add_argument("--log-dir", type=Path, help="also write each point's per-epoch log "
                      "here (<name>-<point>.log, the format of docs/runs/)")
+    run.add_argument("--overwrite", action="store_true", help="replace existing logs of "
+                     "this sweep in --log-dir (refused otherwise, before any training)")
     add_config_arguments(run)
     run.set_defaults(func=cmd_run, takes_base=True)
 

@@ -118,6 +118,15 @@ def test_sweep_run_trains_each_point_here_prints_the_table_logs_and_promotes(
                     "swept-seed2-encoder_batch_normtrue.log"]
     text = (tmp_path / "logs" / logs[0]).read_text()
     assert text.count("\n1 17 ") == 1 and "# finished: 17 steps" in text
+    again = aae("sweep", "run", "--mode", "semi_supervised", "--labels", "100", "--epochs", "1",
+                "--hidden", "64", "--validation-size", "300", "--grid", "seed=3,1",
+                "--grid", "encoder_batch_norm=false", "--name", "swept", "--log-dir", str(tmp_path / "logs"), "--no-download", env=env)
+    assert again.returncode == 2, again.stderr
+    assert "already exist" in again.stderr and "--overwrite" in again.stderr
+    assert "swept-seed1-encoder_batch_normfalse.log" in again.stderr
+    assert "swept-seed3" not in again.stderr
+    assert "point 1/2" not in again.stderr  # refused before the first point trains
+    assert (tmp_path / "logs" / logs[0]).read_text() == text
 
 
 def test_sweep_refuses_a_grid_it_cannot_read(tmp_path):
