@@ -197,8 +197,12 @@ class AAEConfig:
     # consistency of q(y|x) on unlabeled digits (semi_supervised and clustering; 0 = off):
     # virtual adversarial training (Miyato et al. 2018) and conditional entropy minimisation
     vat_weight: float = _bounded(0.0, NON_NEGATIVE)
-    # L2 radius of the adversarial perturbation of an image
+    # L2 radius of the adversarial perturbation of an image; with vat_radius_neighbor k > 0,
+    # the factor of each digit's distance to its k-th nearest training digit instead
     vat_epsilon: float = _bounded(2.0, POSITIVE)
+    # 0: one radius for every digit; k > 0: a radius per digit, vat_epsilon times its
+    # distance to its k-th nearest training digit (IMSAT, Hu et al. 2017: k 10, 0.25)
+    vat_radius_neighbor: int = _bounded(0, Range(ge=0, le=100))
     # finite-difference step of the power iteration (1e-6 is lost in bf16)
     vat_xi: float = _bounded(10.0, POSITIVE)
     # VAT's passes through the encoder with its dropout (the first release's), or without

@@ -97,10 +97,11 @@ def _unit(d: torch.Tensor) -> torch.Tensor:
 
 
 def vat_loss(encoder: nn.Module, x: torch.Tensor, target_logits: torch.Tensor,
-             epsilon: float, xi: float) -> torch.Tensor:
+             epsilon: float | torch.Tensor, xi: float) -> torch.Tensor:
     """Virtual adversarial training (Miyato et al. 2018): minimise KL(q(y|x) || q(y|x + r))
-    for the perturbation r of L2 norm ``epsilon`` that changes q(y|x) most, found with one
-    power iteration. ``target_logits`` (q(y|x), no gradient) is the reference."""
+    for the perturbation r of L2 norm ``epsilon`` (one for all, or one per image: (B, 1))
+    that changes q(y|x) most, found with one power iteration. ``target_logits`` (q(y|x),
+    no gradient) is the reference."""
     target = target_logits.detach()
     d = (_unit(torch.randn_like(x)) * xi).requires_grad_()
     _, probe = encoder(x + d)
@@ -131,17 +132,19 @@ def clean_passes(net: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
-def _vat(cfg: AAEConfig, encoder: nn.Module, x_in: torch.Tensor,
-         y_logits: torch.Tensor) -> torch.Tensor:
+def _vat(cfg: AAEConfig, encoder: nn.Module, x_in: torch.Tensor, y_logits: torch.Tensor,
+         radius: torch.Tensor | None) -> torch.Tensor:
     """The weighted VAT term on the unlabeled minibatch: against ``y_logits`` through the
     encoder with its dropout (``vat_dropout``), or against a clean q(y|x) through clean
-    passes (no dropout, batch norm's running statistics left alone)."""
+    passes (no dropout, batch norm's running statistics left alone). ``radius``: the
+    digits' neighbour distances where ``vat_radius_neighbor`` asks for per-digit radii."""
+    epsilon = cfg.vat_epsilon if radius is None else cfg.vat_epsilon * radius.unsqueeze(1)
     if cfg.vat_dropout:
-        return cfg.vat_weight * vat_loss(encoder, x_in, y_logits, cfg.vat_epsilon, cfg.vat_xi)
+        return cfg.vat_weight * vat_loss(encoder, x_in, y_logits, epsilon, cfg.vat_xi)
     with clean_passes(encoder):
         with torch.no_grad():
             _, target = encoder(x_in)
-        return cfg.vat_weight * vat_loss(encoder, x_in, target, cfg.vat_epsilon, cfg.vat_xi)
+        return cfg.vat_weight * vat_loss(encoder, x_in, target, epsilon, cfg.vat_xi)
 
 
 # -- one step ----------------------------------------------------------------------------
@@ -152,6 +155,7 @@ class Batch:
     labels: torch.Tensor | None = None  # labels of x (supervised mode)
     x_labeled: torch.Tensor | None = None  # a labeled minibatch (semi-supervised mode)
     y_labeled: torch.Tensor | None = None
+    radius: torch.Tensor | None = None  # x's neighbour distances (per-digit VAT radius)
 
 
 def _apply(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
@@ -238,7 +242,7 @@ def _classification(model: AdversarialAutoencoder, batch: Batch, x_in: torch.Ten
         _, yl_logits = model.encoder(_encoder_input(cfg, x_labeled))
         terms["classification"] = classification_loss(yl_logits, batch.y_labeled)
     if cfg.vat_weight > 0:
-        terms["vat"] = _vat(cfg, model.encoder, x_in, y_logits)
+        terms["vat"] = _vat(cfg, model.encoder, x_in, y_logits, batch.radius)
     if cfg.entropy_weight > 0:
         terms["entropy"] = cfg.entropy_weight * entropy_loss(y_logits)
     if cfg.marginal_entropy_weight > 0:

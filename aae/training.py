@@ -25,7 +25,7 @@ import torch
 
 from aae.anomaly import calibrate
 from aae.config import AAEConfig, Mode, Precision
-from aae.data import Digits, MNISTSplits
+from aae.data import Digits, MNISTSplits, neighbor_distances
 from aae.device import default_device, resolve_precision, subnormals_flushed
 from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate, fit_cluster_map
@@ -97,6 +97,10 @@ class Trainer:
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
+        # per-digit VAT radii: computed from the images alone, so a resumed run has the same
+        self.radius = (neighbor_distances(self.source.images, cfg.vat_radius_neighbor)
+                       if cfg.vat_weight > 0 and cfg.vat_radius_neighbor > 0 else None)
+
         torch.manual_seed(cfg.seed)
         self.model = AdversarialAutoencoder(cfg).to(self.device).train()
         self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
@@ -125,11 +129,12 @@ class Trainer:
             x = self.source.images[rows].to(dev, non_blocking=True)
             labels = (self.source.labels[rows].to(dev) if cfg.mode is Mode.SUPERVISED
                       else None)
+            radius = self.radius[rows].to(dev) if self.radius is not None else None
             if labeled is not None:
                 x_l, y_l = next(labeled)
-                yield Batch(x=x, x_labeled=x_l, y_labeled=y_l)
+                yield Batch(x=x, x_labeled=x_l, y_labeled=y_l, radius=radius)
             else:
-                yield Batch(x=x, labels=labels)
+                yield Batch(x=x, labels=labels, radius=radius)
 
     def _labeled_stream(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Labeled minibatches for one epoch: passes over the labeled set, reshuffled per pass."""

@@ -363,3 +363,18 @@ def test_download_no_mirror_reachable(tmp_path: Path, fixture_files) -> None:
         download_mnist(target, mirrors=mirrors, files=fixture_files, timeout=5.0)
     assert all(m in str(raised.value) for m in mirrors)
     assert list(target.iterdir()) == []
+
+
+def test_neighbor_distances_are_each_images_kth_nearest_other_image(fixture_data_dir: Path) -> None:
+    from aae.data import neighbor_distances
+
+    images = load_digits(fixture_data_dir, download=False)[0].images[:400]
+    brute = torch.cdist(images.double(), images.double()).sort(dim=1).values
+    for k in (1, 10):
+        # column 0 is the image itself; chunks smaller than the set change nothing
+        got = neighbor_distances(images, k, chunk=64)
+        assert torch.allclose(got.double(), brute[:, k], atol=1e-4)
+    twins = torch.cat([images[:5], images[:5]])
+    assert torch.all(neighbor_distances(twins, 1) < 0.05)  # a duplicate: a neighbour at 0
+    with pytest.raises(ValueError, match="more than 10 images"):
+        neighbor_distances(images[:10], 10)

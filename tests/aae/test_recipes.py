@@ -1,5 +1,5 @@
 """The model-quality options (input noise, SGD and schedules, the sequential step, VAT,
-VAT without dropout, conditional and marginal entropy, the encoder's batch norm, the
+VAT without dropout, VAT with per-digit radii, conditional and marginal entropy, the encoder's batch norm, the
 paper's cluster mapping) and the presets: each exercised on real digits, deterministic,
 and resumed exactly."""
 
@@ -37,6 +37,9 @@ OPTIONS = {
                                       entropy_weight=0.1, step_mode="sequential"),
     "clustering-mutual-information": dict(mode=Mode.CLUSTERING, n_labels=None,
                                           entropy_weight=0.1, marginal_entropy_weight=0.4),
+    "clustering-imsat-radius": dict(mode=Mode.CLUSTERING, n_labels=None, vat_weight=1.0,
+                                    vat_epsilon=0.25, vat_radius_neighbor=10,
+                                    vat_dropout=False, marginal_entropy_weight=0.4),
 }
 
 
@@ -258,3 +261,36 @@ def test_shifted_moves_each_image_within_the_bound():
     where = moved.reshape(50, 28, 28).nonzero()[:, 1:]
     assert moved.sum(1).eq(1).all()  # nothing lost from the middle
     assert (where - 14).abs().max() <= 2 and len({tuple(w.tolist()) for w in where}) > 5
+
+
+def test_vat_takes_one_radius_per_image():
+    """A per-image radius (B, 1) equal to a constant is that constant; a zero radius leaves
+    its image unperturbed (no divergence), whatever the others' radii."""
+    from aae.phases import vat_loss
+
+    from aae.nets import Encoder
+
+    torch.manual_seed(0)
+    net = Encoder(AAEConfig(mode=Mode.CLUSTERING, hidden=32)).eval()
+    x = torch.rand(6, 784)
+    _, logits = net(x)
+
+    def loss(epsilon):
+        torch.manual_seed(1)
+        return vat_loss(net, x, logits, epsilon, xi=1.0)
+
+    assert torch.equal(loss(2.0), loss(torch.full((6, 1), 2.0)))
+    some = torch.tensor([[0.0], [3.0], [0.0], [3.0], [0.0], [3.0]])
+    assert loss(torch.zeros(6, 1)).item() == pytest.approx(0, abs=1e-6)
+    assert 0.2 * loss(3.0).item() < loss(some).item() < 0.8 * loss(3.0).item()
+
+
+def test_per_digit_radii_are_computed_only_where_asked(fixture_data_dir):
+    from aae.data import neighbor_distances
+
+    cfg = config(vat_weight=1.0, vat_epsilon=0.25, vat_radius_neighbor=10)
+    splits = splits_for(cfg, fixture_data_dir)
+    trainer = Trainer(cfg, splits)
+    assert torch.equal(trainer.radius, neighbor_distances(splits.train.images, 10))
+    assert Trainer(cfg.replace(vat_radius_neighbor=0), splits).radius is None
+    assert Trainer(cfg.replace(vat_weight=0.0), splits).radius is None  # no VAT, no radii
