@@ -7,8 +7,9 @@ checkout (``../shared/data/mnist``, or ``AAE_DATA_DIR``), where the unlabeled di
 virtual adversarial training feeds on are numerous: after 2 epochs (seed 1, one thread,
 this project's AMX machine) the seed's recipe is at 12.74% validation error and the
 default at 7.22% (the fifth round's default, with a 2-D code: 9.03%). The fixture
-measured again with the fifth round's default: seeds 1 and 2, 10 epochs, 20.6% and 24.8%
-test error against the seed's 20.2% and 23.6%: still noise.
+measured again with today's default (docs/quality.md, "Seventh round"): seeds 1-3, 10
+epochs, 20.2%, 23.6%, 21.0% test error against the seed's 20.2%, 23.6%, 22.2%, and
+validation errors that disagree in sign: still noise.
 """
 
 import os
