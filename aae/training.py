@@ -97,7 +97,7 @@ class Trainer:
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
-        # per-digit VAT radii: computed from the images alone, so a resumed run has the same
+        # per-digit VAT radii, computed from the images alone: a resumed run gets the same ones
         self.radius = (neighbor_distances(self.source.images, cfg.vat_radius_neighbor)
                        if cfg.vat_weight > 0 and cfg.vat_radius_neighbor > 0 else None)
 
