@@ -217,6 +217,9 @@ class AAEConfig:
     labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
     # labeled images moved by up to this many pixels each step (0: off)
     label_shift: int = _bounded(0, Range(ge=0, le=8))
+    # the weights published: those of the epoch with the lowest validation error (the
+    # validation reconstruction loss for models without a classifier), or the last epoch's
+    keep_best: bool = False
     # evaluation of clustering models
     cluster_mapping: ClusterMapping = ClusterMapping.MAJORITY
     # draws the validation split and the labeled digits instead of ``seed`` (None: seed),
@@ -235,7 +238,7 @@ class AAEConfig:
                 except ValueError:
                     choices = ", ".join(m.value for m in enum)
                     raise ValueError(f"{field} must be one of {choices}, got {value!r}") from None
-        for field in ("encoder_batch_norm", "vat_dropout"):
+        for field in ("encoder_batch_norm", "vat_dropout", "keep_best"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be true or false, got "
                                  f"{getattr(self, field)!r}")

@@ -1,8 +1,9 @@
 """Resumable training state: save a run at an epoch boundary, pick it up again elsewhere.
 
 A state is everything ``Trainer.fit`` needs to continue as if it had never stopped: the
-weights (and their moving average, where the run keeps one), every phase's Adam state, the epoch and step counters, the training time so
-far, the history and latest losses, and the random generators (torch's global one,
+weights (their moving average, and the best epoch's copy, where the run keeps them),
+every phase's optimizer state, the epoch and step counters, the training time so far,
+the history and latest losses, and the random generators (torch's global one,
 which drives dropout on the CPU, the trainer's prior sampler, and CUDA's where the run
 is on a GPU). Minibatch order is a function of (seed, epoch), so on the CPU a resumed
 run ends with the same weights as an uninterrupted one.
@@ -104,6 +105,9 @@ def save_state(trainer: Trainer, directory: Path | str) -> Path:
     if trainer.average is not None:
         tensors.update({f"average.{k}": v.detach().cpu().contiguous()
                         for k, v in trainer.average.state_dict().items()})
+    if trainer.best is not None:
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous()
+                        for k, v in trainer.best.items()})
     optimizers = {name: _optimizer_state(name, opt, tensors)
                   for name, opt in trainer.optimizers.named().items()}
     tensors.update(_rng_tensors(trainer))
@@ -115,6 +119,7 @@ def save_state(trainer: Trainer, directory: Path | str) -> Path:
         "elapsed_s": trainer.elapsed_s,
         "losses": trainer.losses,
         "history": trainer.history,
+        "best_epoch": trainer.best_epoch,
         "optimizers": optimizers,
     }
     target = directory / f"epoch-{trainer.epoch}"
@@ -187,6 +192,12 @@ def load_state(trainer: Trainer, directory: Path | str) -> int | None:
         for name, optimizer in trainer.optimizers.named().items():
             _load_optimizer(name, optimizer, document["optimizers"][name], tensors)
         _restore_rng(trainer, tensors)
+        best = {k[len("best."):]: v.to(trainer.device) for k, v in tensors.items()
+                if k.startswith("best.")}
+        if document.get("best_epoch") is not None:
+            if best.keys() != trainer.evaluated.state_dict().keys():
+                raise KeyError("the best epoch's weights do not match the model")
+            trainer.best_epoch, trainer.best = document["best_epoch"], best
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointCorrupt(f"resumable state {path} does not fit the model: {exc}") from exc
     trainer.epoch, trainer.step = document["epoch"], document["step"]

@@ -60,11 +60,14 @@ class RunLog:
             self.write(f"# {note}")
         history = [h for h in metrics.get("history", []) if h.get("validation_error") is not None]
         best = min(history, key=lambda h: h["validation_error"]) if history else None
-        final = metrics.get("validation_error")
+        final = history[-1]["validation_error"] if history else None
+        published = metrics.get("selected_epoch", metrics["epochs"])
         self.write(f"# finished: {metrics['steps']} steps, {metrics['train_seconds']:.0f} s "
                    "training (validation included), final validation error "
                    f"{'nan' if final is None else f'{final:.4f}'}, best validation error "
                    + (f"{best['validation_error']:.4f} at epoch {best['epoch']}" if best
                       else "nan")
+                   + (f", published epoch {published}" if published != metrics["epochs"]
+                      else "")
                    + f", test error {metrics['test_error']:.4f}")
         self.file.close()

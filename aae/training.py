@@ -67,6 +67,13 @@ class TrainResult:
     extras: dict[str, dict] = field(default_factory=dict)
 
 
+def _score(epoch: dict[str, Any]) -> float | None:
+    """What ``keep_best`` minimises: the validation error, else the reconstruction loss."""
+    score = epoch.get("validation_error")
+    score = epoch.get("validation_loss") if score is None else score
+    return score if score is not None and math.isfinite(score) else None
+
+
 def _permutation(n: int, seed: int, stream: int, index: int) -> torch.Tensor:
     """A reproducible shuffle of range(n), independent of any other random state."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + stream * 7_919 + index)
@@ -112,6 +119,9 @@ class Trainer:
         self.elapsed_s = 0.0  # training time of earlier (resumed) attempts
         self.losses: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []  # one entry per completed epoch
+        # keep_best: the epoch whose validated weights are published, and a copy of them
+        self.best_epoch: int | None = None
+        self.best: dict[str, torch.Tensor] | None = None
 
     @property
     def evaluated(self) -> AdversarialAutoencoder:
@@ -177,12 +187,30 @@ class Trainer:
                                  "validation_loss": validation.reconstruction_loss,
                                  "validation_error": validation.error})
             self._report("epoch", start, validation.error, validation.reconstruction_loss)
+            self._keep_if_best()
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self)
         train_seconds = self.elapsed_s + time.perf_counter() - start
+        if self.best is not None and self.best_epoch != self.epoch:
+            self.evaluated.load_state_dict(self.best)
+            logger.info("publishing epoch %d's weights, the best on validation",
+                        self.best_epoch)
         model = self.evaluated.eval()
         return TrainResult(model, self._metrics(train_seconds),
                            {"latent": latent_sample(model, self.splits.test)})
+
+    def _keep_if_best(self) -> None:
+        """With ``keep_best``, copy the validated weights when the epoch just ended scores
+        lowest so far (ties keep the earlier epoch); epochs without a finite score (no
+        validation digits) are never chosen."""
+        if not self.cfg.keep_best:
+            return
+        score = _score(self.history[-1])
+        if score is None or (self.best_epoch is not None
+                             and not score < _score(self.history[self.best_epoch - 1])):
+            return
+        self.best_epoch = self.epoch
+        self.best = {k: v.detach().clone() for k, v in self.evaluated.state_dict().items()}
 
     def train_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One step: the scheduled learning rates, every phase on ``batch``, the moving
@@ -230,7 +258,8 @@ class Trainer:
             cluster_map = fit_cluster_map(self.evaluated, self.splits.validation,
                                           self.cfg.cluster_mapping)
         test = evaluate(self.evaluated, self.splits.test, cluster_map=cluster_map)
-        last = self.history[-1] if self.history else {}
+        published = self.best_epoch if self.best is not None else self.epoch
+        last = self.history[published - 1] if self.history else {}
         return {
             "mode": self.cfg.mode.value,
             "test_error": test.error,
@@ -246,6 +275,7 @@ class Trainer:
             "seed": self.cfg.seed,
             "steps": self.step,
             "epochs": self.epoch,
+            "selected_epoch": published,  # whose weights are published (keep_best)
             "train_seconds": round(train_seconds, 3),
             "steps_per_second": round(self.step / train_seconds, 3) if train_seconds else None,
             "device": self.device.type,

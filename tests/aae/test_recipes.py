@@ -76,6 +76,48 @@ def test_each_option_trains_deterministically_and_resumes_exactly(option, fixtur
     assert 0 <= result.metrics["test_error"] < 0.9  # better than chance on real digits
 
 
+@pytest.mark.parametrize("changes", [{}, dict(ema_decay=0.9, encoder_batch_norm=True, seed=2)],
+                         ids=["weights", "moving-average"])
+def test_keep_best_publishes_the_best_validated_epoch_and_resumes_exactly(
+        changes, fixture_data_dir, tmp_path):
+    cfg = config(epochs=4, keep_best=True, **changes)
+    splits = splits_for(cfg, fixture_data_dir)
+    kept = Trainer(cfg, splits).fit()
+    errors = [h["validation_error"] for h in kept.metrics["history"]]
+    best = errors.index(min(errors)) + 1
+    assert kept.metrics["selected_epoch"] == best < 4  # on this seed the error rises again
+    assert (kept.metrics["validation_error"], kept.metrics["epochs"]) == (min(errors), 4)
+    # what is published and tested is the model a run to the best epoch ends with
+    shorter = Trainer(cfg.replace(epochs=best, keep_best=False), splits).fit()
+    assert weights_equal(kept.model, shorter.model)
+    assert kept.metrics["test_error"] == shorter.metrics["test_error"]
+    assert not weights_equal(kept.model, Trainer(cfg.replace(keep_best=False), splits).fit().model)
+
+    stopped = Trainer(cfg, splits, on_epoch_end=lambda t: save_state(t, tmp_path),
+                      should_stop=lambda: stopped.epoch >= best)
+    with pytest.raises(TrainingStopped):
+        stopped.fit()
+    resumed = Trainer(cfg, splits)
+    assert load_state(resumed, tmp_path) == best
+    result = resumed.fit()
+    assert weights_equal(kept.model, result.model)
+    assert result.metrics["selected_epoch"] == best
+
+
+@pytest.mark.parametrize("mode, validation_size, selected",
+                         [(Mode.UNSUPERVISED, 300, "lowest loss"), (Mode.SEMI_SUPERVISED, 0, "last")])
+def test_keep_best_scores_by_reconstruction_without_a_classifier_and_needs_validation(
+        mode, validation_size, selected, fixture_data_dir):
+    cfg = config(mode=mode, n_labels=None if mode is Mode.UNSUPERVISED else 100, epochs=3,
+                 keep_best=True, validation_size=validation_size)
+    metrics = Trainer(cfg, splits_for(cfg, fixture_data_dir)).fit().metrics
+    losses = [h["validation_loss"] for h in metrics["history"]]
+    if selected == "last":  # no validation digits: nothing to choose by
+        assert all(math.isnan(v) for v in losses) and metrics["selected_epoch"] == 3
+    else:
+        assert metrics["selected_epoch"] == losses.index(min(losses)) + 1
+
+
 def test_options_change_the_training():
     """Each option is wired: the same seed gives other weights after one step."""
     from aae.data import Digits, MNISTSplits
