@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         store.set_alias(name, args.alias, version)
     m = result.metrics
     error = "" if m["test_error"] is None else f", test error {m['test_error']:.2%}"
+    if m["selected_epoch"] != m["epochs"]:
+        error += f" (epoch {m['selected_epoch']}'s weights, the best on validation)"
     print(f"published {name} version {version} to {store.root}: {m['steps']} steps in "
           f"{duration(m['train_seconds'])} on {m['device']}{error}, "
           f"test reconstruction loss {m['test_reconstruction_loss']:.4f}")

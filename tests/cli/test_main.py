@@ -134,3 +134,19 @@ def test_sweep_refuses_a_grid_it_cannot_read(tmp_path):
     assert bad.returncode == 2 and "--grid 'seed': write field=value1,value2" in bad.stderr
     both = aae("sweep", "submit", "--grid", "seed=1", "--points", "[{}]")
     assert both.returncode == 2 and "one of them" in both.stderr
+
+
+def test_keep_best_publishes_the_best_validated_epoch_and_says_so(fixture_data_dir, tmp_path):
+    """On this seed the fixture's validation error is lowest at epoch 3 of 4
+    (tests/aae/test_recipes.py has the trainer's side)."""
+    env = {"AAE_DATA_DIR": str(fixture_data_dir), "AAE_MODEL_DIR": str(tmp_path)}
+    result = aae("train", "--preset", "seed", "--mode", "semi_supervised", "--labels", "100",
+                 "--epochs", "4", "--hidden", "64", "--validation-size", "300", "--precision",
+                 "fp32", "--seed", "10", "--keep-best", "--name", "best", "--no-download",
+                 env=env)
+    assert result.returncode == 0, result.stderr
+    assert "(epoch 3's weights, the best on validation)" in result.stdout
+    metrics = json.loads(aae("models", "--json", env=env).stdout)["best"]["versions"]["1"]
+    errors = [h["validation_error"] for h in metrics["history"]]
+    assert (metrics["selected_epoch"], metrics["epochs"]) == (3, 4)
+    assert metrics["validation_error"] == min(errors) < errors[-1]
