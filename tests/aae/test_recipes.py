@@ -279,7 +279,8 @@ def test_presets_fill_in_and_explicit_values_win():
     clusters = build_config("default", mode="clustering")
     assert (clusters.n_classes, clusters.cluster_mapping) == (30, ClusterMapping.PAPER)
     assert (clusters.vat_radius_neighbor, clusters.vat_epsilon, clusters.entropy_weight,
-            clusters.marginal_entropy_weight, clusters.z_dim) == (10, 0.25, 0.1, 0.4, 2)
+            clusters.marginal_entropy_weight, clusters.z_dim, clusters.keep_best) == (
+        10, 0.25, 0.1, 0.4, 2, True)
     assert build_config("default", mode="unsupervised").z_dim == 2  # the 2-D figure mode
     semi = build_config("default", mode="semi_supervised", n_labels=100)
     assert (semi.z_dim, semi.prior_std, semi.marginal_entropy_weight, semi.vat_weight) == (
