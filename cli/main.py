@@ -131,7 +131,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
         history = info.metrics.get("history")
         if not history:
             raise AAEError(f"{title} has no per-epoch history in its metrics")
-        data = training_curves(history, title)
+        data = training_curves(history, title, info.metrics.get("selected_epoch"))
     args.output.write_bytes(data)
     print(f"wrote the {args.kind} of {title} to {args.output}")
     return 0

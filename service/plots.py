@@ -50,8 +50,11 @@ def latent_scatter(z: list[list[float]], labels: list[int], title: str) -> bytes
     return _png(figure)
 
 
-def training_curves(history: list[dict[str, Any]], title: str) -> bytes:
-    """The phases' losses and the validation error (for classifiers) per epoch."""
+def training_curves(history: list[dict[str, Any]], title: str,
+                    published_epoch: int | None = None) -> bytes:
+    """The phases' losses and the validation error (for classifiers) per epoch; a dashed
+    line marks the epoch whose weights were published where it is not the last
+    (``keep_best``)."""
     epochs = [h["epoch"] for h in history]
     figure = Figure(figsize=(8, 4), dpi=100)
     losses, errors = figure.subplots(1, 2)
@@ -67,6 +70,10 @@ def training_curves(history: list[dict[str, Any]], title: str) -> bytes:
     if any(v is not None for v in validation):
         errors.plot(epochs, [100 * v for v in validation], marker=".", color="C3")
         errors.set_ylabel("validation error (%)")
+        if published_epoch is not None and published_epoch != epochs[-1]:
+            errors.axvline(published_epoch, color="0.4", linestyle="--",
+                           label=f"published: epoch {published_epoch}")
+            errors.legend(fontsize=8)
     else:
         errors.text(0.5, 0.5, "no classifier", ha="center", va="center",
                     transform=errors.transAxes)

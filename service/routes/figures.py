@@ -111,11 +111,12 @@ async def curves(request: Request, model: ModelQuery = None,
                  version: VersionQuery = None) -> Response:
     registry, _ = serving(request)
     name, number = registry.resolve(model, version)
-    history = registry.store.info(name, number).metrics.get("history")
-    if not history:
+    metrics = registry.store.info(name, number).metrics
+    if not metrics.get("history"):
         raise CapabilityError(f"{name} version {number} has no per-epoch history in its "
                               "metrics")
-    data = await run_in_threadpool(training_curves, history, f"{name} version {number}")
+    data = await run_in_threadpool(training_curves, metrics["history"],
+                                   f"{name} version {number}", metrics.get("selected_epoch"))
     return Response(data, media_type="image/png")
 
 

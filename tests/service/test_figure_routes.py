@@ -106,6 +106,23 @@ def test_latent_scatter_and_training_curves(client, published):
     assert curves.shape[0] >= 300 and curves.std() > 0
 
 
+def test_training_curves_mark_the_published_epoch_where_it_is_not_the_last(client, store,
+                                                                          trained_models):
+    t = trained_models["digits"]
+    history = [{"epoch": e, "validation_error": v, "reconstruction": 0.2}
+               for e, v in ((1, 0.3), (2, 0.2), (3, 0.25))]
+    url = "/figures/curves?model=digits&version={}"
+    images = {}
+    for selected in (3, 2):  # the last epoch (no mark), then keep_best's choice
+        version = publish_model(store, "digits", t.model,
+                                {**t.metrics, "history": history, "selected_epoch": selected})
+        images[selected] = picture(client.get(url.format(version))).astype(int)
+    changed = np.argwhere(np.abs(images[2] - images[3]).sum(axis=-1) > 0)
+    width = images[3].shape[1]
+    assert len(changed) > 50  # a dashed line, and its legend
+    assert changed[:, 1].min() > width // 2  # all of it on the validation-error panel
+
+
 def test_interpolation_between_codes_and_between_images(client, image_files):
     body = {"z": [[-2.0, 0.0], [2.0, 0.0]]}
     strip = picture(client.post("/interpolate?model=plain&steps=5", json=body))
