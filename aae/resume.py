@@ -192,9 +192,9 @@ def load_state(trainer: Trainer, directory: Path | str) -> int | None:
         for name, optimizer in trainer.optimizers.named().items():
             _load_optimizer(name, optimizer, document["optimizers"][name], tensors)
         _restore_rng(trainer, tensors)
-        best = {k[len("best."):]: v.to(trainer.device) for k, v in tensors.items()
-                if k.startswith("best.")}
         if document.get("best_epoch") is not None:
+            best = {k[len("best."):]: v.to(trainer.device) for k, v in tensors.items()
+                    if k.startswith("best.")}
             if best.keys() != trainer.evaluated.state_dict().keys():
                 raise KeyError("the best epoch's weights do not match the model")
             trainer.best_epoch, trainer.best = document["best_epoch"], best

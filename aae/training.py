@@ -259,13 +259,13 @@ class Trainer:
                                           self.cfg.cluster_mapping)
         test = evaluate(self.evaluated, self.splits.test, cluster_map=cluster_map)
         published = self.best_epoch if self.best is not None else self.epoch
-        last = self.history[published - 1] if self.history else {}
+        chosen = self.history[published - 1] if self.history else {}
         return {
             "mode": self.cfg.mode.value,
             "test_error": test.error,
             "test_reconstruction_loss": test.reconstruction_loss,
-            "validation_error": last.get("validation_error"),
-            "validation_loss": last.get("validation_loss"),
+            "validation_error": chosen.get("validation_error"),
+            "validation_loss": chosen.get("validation_loss"),
             "final_losses": dict(self.losses),
             "dataset": Path(self.splits.source).name,
             "data_dir": self.splits.source,

@@ -79,3 +79,19 @@ def test_a_state_of_other_hyperparameters_or_unreadable_is_refused(fixture_data_
     document.write_text(json.dumps({"format": 1})[:-3])
     with pytest.raises(CheckpointCorrupt, match="unreadable"):
         load_state(Trainer(cfg, splits), tmp_path)
+
+
+def test_a_state_that_names_a_best_epoch_without_its_weights_is_refused(fixture_data_dir,
+                                                                        tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cfg = config(Mode.UNSUPERVISED, keep_best=True)
+    splits = splits_for(cfg, fixture_data_dir)
+    stopped_after(1, cfg, splits, tmp_path)
+    state = tmp_path / "epoch-1"
+    assert json.loads((state / "state.json").read_text())["best_epoch"] == 1
+    tensors = load_file(str(state / "state.safetensors"))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("best.")},
+              str(state / "state.safetensors"))
+    with pytest.raises(CheckpointCorrupt, match="best epoch's weights"):
+        load_state(Trainer(cfg, splits), tmp_path)
