@@ -21,6 +21,13 @@ def fixture_data_dir() -> Path:
     return FIXTURES / "mnist"
 
 
+@pytest.fixture(scope="session")
+def fixture_10k_data_dir() -> Path:
+    """The larger committed MNIST subset: 10,000 training and 1,000 test digits
+    (tests/fixtures/mnist-10k), for the one test that needs many unlabeled digits."""
+    return FIXTURES / "mnist-10k"
+
+
 # -- real Redis servers and real worker processes (job queue tests) ------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

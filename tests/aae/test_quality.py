@@ -1,15 +1,16 @@
-"""The default recipe beats the seed's on real MNIST (slow: full MNIST, 1,000 steps each).
+"""The default recipe beats the seed's on real digits, on the same steps.
 
-On the committed fixture (1,700 training digits) the two are within its noise (measured:
-27.6% against 27.4% test error after 10 epochs, 28.0% against 25.6% after 20, validation
-errors the other way round), so the comparison runs on the canonical MNIST beside the
-checkout (``../shared/data/mnist``, or ``AAE_DATA_DIR``), where the unlabeled digits that
-virtual adversarial training feeds on are numerous: after 2 epochs (seed 1, one thread,
-this project's AMX machine) the seed's recipe is at 12.74% validation error and the
-default at 7.22% (the fifth round's default, with a 2-D code: 9.03%). The fixture
-measured again with today's default (docs/quality.md, "Seventh round"): seeds 1-3, 10
-epochs, 20.2%, 23.6%, 21.0% test error against the seed's 20.2%, 23.6%, 22.2%, and
-validation errors that disagree in sign: still noise.
+What the default adds to the seed's recipe (virtual adversarial training, the marginal
+entropy of q(y), input noise and a 10-D code) feeds on unlabeled digits. On the
+2,000-digit fixture (``tests/fixtures/mnist``, 1,700 training digits) the two recipes are
+within its noise (docs/quality.md, seventh and eighth rounds: seeds 1-3 at 10 and 40
+epochs, validation errors that disagree in sign), so the fixture test runs on the
+committed 10,000-digit subset (``tests/fixtures/mnist-10k``), where the margin shows on
+every label draw screened (ninth round, seeds 1-5, 990 steps, validation error
+seed's - default's: 5.1, 3.9, 5.6, 4.0, 2.0 points). The slow test repeats the
+comparison on full MNIST (``../shared/data/mnist``, or ``AAE_DATA_DIR``): after 2 epochs
+(seed 1, one thread) the seed's recipe is at 12.74% validation error and the default at
+7.22%.
 """
 
 import os
@@ -32,12 +33,25 @@ def mnist_dir() -> Path:
                          "the checkout")
 
 
-@pytest.mark.slow
-def test_the_default_recipe_beats_the_seeds_on_validation_after_1000_steps():
+def validation_errors(data_dir: Path, **overrides) -> dict[str, float]:
+    """Each recipe trained from the same seed (the same 100 labels) on the same steps."""
     errors = {}
     for preset in ("seed", "default"):
-        cfg = build_config(preset, mode="semi_supervised", n_labels=100, seed=1, epochs=2)
-        splits = splits_for(cfg, mnist_dir(), download=False)
+        cfg = build_config(preset, mode="semi_supervised", n_labels=100, seed=1, **overrides)
+        splits = splits_for(cfg, data_dir, download=False)
         errors[preset] = Trainer(cfg, splits).fit().metrics["validation_error"]
+    return errors
+
+
+def test_the_default_recipe_beats_the_seeds_on_the_10k_fixture(fixture_10k_data_dir):
+    # 11 epochs of 90 steps; measured: 14.4% (seed) and 8.9% (default; 9.3% on two threads)
+    errors = validation_errors(fixture_10k_data_dir, epochs=11, validation_size=1000)
+    # the margin asked is 2 points, the smallest of the five label draws screened
+    assert errors["default"] <= errors["seed"] - 0.02, errors
+
+
+@pytest.mark.slow
+def test_the_default_recipe_beats_the_seeds_on_validation_after_1000_steps():
+    errors = validation_errors(mnist_dir(), epochs=2)
     # measured with one thread: 12.74% (seed) and 7.22% (default); the margin asked is 2 points
     assert errors["default"] < errors["seed"] - 0.02, errors
