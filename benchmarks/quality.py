@@ -11,6 +11,9 @@ clustering``) are scored through the cluster -> label map their config names
         --labels 100 --seeds 1 2 3 --name default
     python benchmarks/quality.py --preset seed --labels 100 --set epochs=20 --name seed-20ep
     python benchmarks/quality.py --mode clustering --set n_classes=30 --name clusters-30
+    python benchmarks/quality.py --table docs/runs/x8-*.log
+    python benchmarks/quality.py --curves docs/runs/x8-cluster30-best-seed*.log \
+        --reference "paper=4.1" --output curves.png
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from aae.presets import build_config, preset_names  # noqa: E402
 from aae.errors import AAEError  # noqa: E402
 from aae.runlog import RunLog, refuse_overwrite  # noqa: E402
 from aae.training import Trainer  # noqa: E402
+from service.plots import run_curves  # noqa: E402
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
 
@@ -80,16 +84,33 @@ def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, s
             "train_seconds": m["train_seconds"], "log": str(log_path)}
 
 
+def read_log(path: Path) -> tuple[list[list[str]], list[str]]:
+    """A run log's epoch lines (split into columns) and its ``# finished`` line, if any;
+    no epochs for files that are not run logs."""
+    lines = path.read_text().splitlines()
+    if RunLog.COLUMNS not in lines:
+        return [], []
+    epochs = [line.split() for line in lines if line and not line.startswith("#")]
+    return epochs, [line for line in lines if line.startswith("# finished")]
+
+
+def curves(paths: list[Path], title: str, references: dict[str, float]) -> bytes:
+    """The validation curves of run logs, each named by its file, in one picture."""
+    runs = {}
+    for path in paths:
+        epochs, _ = read_log(path)
+        runs[path.stem] = [(int(e[0]), float(e[3])) for e in epochs]
+    return run_curves(runs, title, references)
+
+
 def table(paths: list[Path]) -> str:
     """The ablation table of run logs: one row per log, finished or not (other logs in
     the folder, such as time to accuracy's, are left out)."""
     rows = ["| run | epochs | validation error: final (best, epoch) | test error | "
             "training time |", "|---|---:|---:|---:|---:|"]
     for path in paths:
-        lines = path.read_text().splitlines()
-        epochs = [line.split() for line in lines if line and not line.startswith("#")]
-        finished = [line for line in lines if line.startswith("# finished")]
-        if RunLog.COLUMNS not in lines or not epochs:
+        epochs, finished = read_log(path)
+        if not epochs:
             continue
         best = min(epochs, key=lambda e: float(e[3]))
         test = finished[0].rsplit("test error ", 1)[1] if finished else "not finished"
@@ -117,9 +138,22 @@ def main() -> None:
                         help="replace existing run logs of this name (refused otherwise)")
     parser.add_argument("--table", nargs="*", type=Path, metavar="LOG",
                         help="print the table of these run logs (default: docs/runs/*.log)")
+    parser.add_argument("--curves", nargs="+", type=Path, metavar="LOG",
+                        help="draw the validation curves of these run logs into --output")
+    parser.add_argument("--output", type=Path, help="PNG file written by --curves")
+    parser.add_argument("--title", default="validation error per epoch", help="of --curves")
+    parser.add_argument("--reference", action="append", default=[], metavar="LABEL=PERCENT",
+                        help="a dotted line for --curves, e.g. 'paper, 30 clusters=4.1'")
     args = parser.parse_args()
     if args.table is not None:
         print(table(args.table or sorted(RUNS.glob("*.log"))))
+        return
+    if args.curves:
+        if args.output is None:
+            parser.error("--curves needs --output")
+        references = {label: float(value) / 100 for label, _, value in
+                      (r.rpartition("=") for r in args.reference)}
+        args.output.write_bytes(curves(args.curves, args.title, references))
         return
     tune_cpu_allocator()
     flush_denormals()
