@@ -67,7 +67,8 @@ def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, s
     splits = splits_for(cfg, data_dir)
     log_path = log_path_of(name, seed)
     log = RunLog(log_path, f"{name} seed {seed}: python benchmarks/quality.py --data-dir "
-                 f"{data_dir} --preset {preset} --mode {mode} --labels {labels} --seeds {seed} --name {name} "
+                 f"{data_dir} --preset {preset} --mode {mode} --labels {labels} "
+                 f"--seeds {seed} --name {name} "
                  + " ".join(f"--set {k}={v!r}" for k, v in sets.items()), cfg,
                  overwrite=overwrite)
     trainer = Trainer(cfg, splits, on_progress=log.on_progress, progress_every=10**9)
