@@ -285,6 +285,7 @@ def test_presets_fill_in_and_explicit_values_win():
     semi = build_config("default", mode="semi_supervised", n_labels=100)
     assert (semi.z_dim, semi.prior_std, semi.marginal_entropy_weight, semi.vat_weight) == (
         10, 1.0, 0.4, 1.0)  # the paper's style code, kept from merging classes
+    assert semi.label_shift == 2 and AAEConfig().label_shift == 0
     paper = build_config("paper", mode="semi_supervised")
     assert (paper.optimizer.value, paper.step_mode.value, paper.input_noise_std,
             paper.dropout_encoder, paper.z_dim) == ("sgd", "sequential", 0.3, 0.0, 10)
