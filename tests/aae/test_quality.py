@@ -6,11 +6,12 @@ entropy of q(y), input noise and a 10-D code) feeds on unlabeled digits. On the
 within its noise (docs/quality.md, seventh and eighth rounds: seeds 1-3 at 10 and 40
 epochs, validation errors that disagree in sign), so the fixture test runs on the
 committed 10,000-digit subset (``tests/fixtures/mnist-10k``), where the margin shows on
-every label draw screened (ninth round, seeds 1-5, 990 steps, validation error
-seed's - default's: 5.1, 3.9, 5.6, 4.0, 2.0 points). The slow test repeats the
+every label draw screened (seeds 1-5, 990 steps, validation error seed's - default's:
+6.0, 15.2, 7.3, 8.0, 6.5 points with today's default, tenth round; 5.1, 3.9, 5.6, 4.0,
+2.0 before the shifts of the labeled digits joined it, ninth round). The slow test repeats the
 comparison on full MNIST (``../shared/data/mnist``, or ``AAE_DATA_DIR``): after 2 epochs
 (seed 1, one thread) the seed's recipe is at 12.74% validation error and the default at
-7.22%.
+4.84% (7.22% before the shifts of the labeled digits).
 """
 
 import os
@@ -44,14 +45,14 @@ def validation_errors(data_dir: Path, **overrides) -> dict[str, float]:
 
 
 def test_the_default_recipe_beats_the_seeds_on_the_10k_fixture(fixture_10k_data_dir):
-    # 11 epochs of 90 steps; measured: 14.4% (seed) and 8.9% (default; 9.3% on two threads)
+    # 11 epochs of 90 steps; measured: 14.4% (seed) and 8.1% (default; 8.4% on two threads)
     errors = validation_errors(fixture_10k_data_dir, epochs=11, validation_size=1000)
-    # the margin asked is 2 points, the smallest of the five label draws screened
-    assert errors["default"] <= errors["seed"] - 0.02, errors
+    # the margin asked is 4 points: the smallest of the five label draws screened was 6.0
+    assert errors["default"] <= errors["seed"] - 0.04, errors
 
 
 @pytest.mark.slow
 def test_the_default_recipe_beats_the_seeds_on_validation_after_1000_steps():
     errors = validation_errors(mnist_dir(), epochs=2)
-    # measured with one thread: 12.74% (seed) and 7.22% (default); the margin asked is 2 points
+    # measured with one thread: 12.74% (seed) and 4.84% (default); the margin asked is 2 points
     assert errors["default"] < errors["seed"] - 0.02, errors
