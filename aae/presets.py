@@ -50,7 +50,7 @@ PRESETS: dict[str, dict[Mode, dict[str, Any]]] = {
         # average of the weights published, the paper's 10-D N(0, I) style code, the
         # marginal entropy of q(y|x) against merged classes (docs/quality.md, "Sixth
         # round"), and random shifts of the labeled digits by up to 2 pixels, which the
-        # paper does not use ("Ninth round": 2.09% ± 0.05% validation error, 1.81% ±
+        # paper does not use ("Tenth round": 2.09% ± 0.05% validation error, 1.81% ±
         # 0.11% test, seeds 1-3, 20 epochs, against 2.37% and 2.08% without). Without the
         # marginal entropy the 10-D code folded a third of the 5s into the 3s on one of
         # three label draws; with the 2-D N(0, 5^2) code (the fifth round's default):

@@ -8,8 +8,8 @@ epochs, validation errors that disagree in sign), so the fixture test runs on th
 committed 10,000-digit subset (``tests/fixtures/mnist-10k``), where the margin shows on
 every label draw screened (seeds 1-5, 990 steps, validation error seed's - default's:
 6.0, 15.2, 7.3, 8.0, 6.5 points with today's default, tenth round; 5.1, 3.9, 5.6, 4.0,
-2.0 before the shifts of the labeled digits joined it, ninth round). The slow test repeats the
-comparison on full MNIST (``../shared/data/mnist``, or ``AAE_DATA_DIR``): after 2 epochs
+2.0 before the shifts of the labeled digits joined it, ninth round). The slow test
+repeats the comparison on full MNIST (``../shared/data/mnist``, or ``AAE_DATA_DIR``): after 2 epochs
 (seed 1, one thread) the seed's recipe is at 12.74% validation error and the default at
 4.84% (7.22% before the shifts of the labeled digits).
 """
