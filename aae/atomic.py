@@ -1,4 +1,12 @@
-"""Directories that appear whole or not at all, on a local or shared file system.
+"""Durable files and directories on a local or shared file system: the one home of the
+project's file primitives (the store, resumable states, job and sweep records, sample
+grids all write through here).
+
+- ``replace_file``: a file that appears whole or not at all, replacing an older copy:
+  a temporary file beside it, fsynced, renamed over it, the directory fsynced.
+- ``file_lock``: an exclusive ``flock``, released when its holder exits however it
+  exits (it holds across NFSv4 mounts too), taken without Redis.
+- ``staged_dir`` and ``fsync_dir``: directories that appear whole or not at all.
 
 The one protocol of the checkpoint store and the resumable training states: write every
 file into a private temporary directory beside the target (``staged_dir``), fsync the
@@ -11,6 +19,7 @@ directory or a ``.tmp-*`` one that readers ignore.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -50,6 +59,37 @@ def write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.chmod(path, FILE_MODE)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` as ``path``, whole or not at all, durably: a temporary file beside it,
+    fsynced, renamed over any older copy, and the directory fsynced. A missing directory
+    is made (and its parent fsynced)."""
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_dir(directory.parent)
+    tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        write_bytes(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(directory)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (made, with its directory, if missing) for the
+    block; released when its holder exits, however it exits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:

@@ -10,7 +10,6 @@ aliases directory, so two gated moves of one alias cannot both pass on stale fig
 
 from __future__ import annotations
 
-import fcntl
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from aae.atomic import file_lock
 from aae.errors import AAEError, CheckpointNotFound
 from aae.store import ALIASES_DIR, CheckpointStore, validate_name
 
@@ -75,14 +75,8 @@ class Promotion:
 @contextmanager
 def _alias_lock(store: CheckpointStore, name: str) -> Iterator[None]:
     store.versions(name)  # the store's CheckpointNotFound for a model it does not have
-    directory = store.root / validate_name(name) / ALIASES_DIR
-    directory.mkdir(exist_ok=True)
-    with open(directory / ".lock", "a") as f:  # dot files are not aliases
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with file_lock(store.root / validate_name(name) / ALIASES_DIR / ".lock"):  # not an alias
+        yield
 
 
 def _value(store: CheckpointStore, name: str, version: int, metric: Metric) -> float:

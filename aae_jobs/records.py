@@ -14,19 +14,19 @@ once); a record whose job has ended in Redis for ``RECORD_GRACE_S`` is removed.
 
 A cancel is written into the record before the stop flag is set, so a cancel survives
 a Redis that forgets it too. Only the standard library and pydantic here: the API and
-the workers both import this module.
+the workers both import this module, and the library's file primitives.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+
+from aae.atomic import TMP_PREFIX, replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -58,34 +58,9 @@ def records_dir(model_dir: Path) -> Path:
     return Path(model_dir) / RECORDS_DIR
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some network file systems refuse fsync on directories
-        logger.debug("fsync of directory %s not supported: %s", path, exc)
-    finally:
-        os.close(fd)
-
-
 def write_document(directory: Path, name: str, document: BaseModel) -> None:
-    """Write ``document`` as ``<directory>/<name>.json``, whole or not at all, durably: a
-    temporary file, fsynced, renamed over the old one, and the directory fsynced."""
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(directory.parent)
-    tmp = directory / f".tmp-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(document.model_dump_json().encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / f"{name}.json")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    """Write ``document`` as ``<directory>/<name>.json``, whole or not at all, durably."""
+    replace_file(directory / f"{name}.json", document.model_dump_json().encode("utf-8"))
 
 
 def write_record(model_dir: Path, record: JobRecord) -> None:
@@ -120,7 +95,7 @@ def remove_record(model_dir: Path, job_id: str) -> None:
 def remove_stale_temporaries(model_dir: Path, older_than_s: float = 600.0) -> None:
     """Temporary files of writers that died mid-write."""
     now = time.time()
-    for tmp in records_dir(model_dir).glob(".tmp-*"):
+    for tmp in records_dir(model_dir).glob(f"{TMP_PREFIX}*"):
         try:
             if now - tmp.stat().st_mtime > older_than_s:
                 tmp.unlink()

@@ -20,7 +20,6 @@ still points where it did), never starting over.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from aae.atomic import file_lock
 from aae_jobs.records import write_document
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,5 @@ def sweep_records(model_dir: Path, queue: str | None = None) -> list[SweepRecord
 def locked(model_dir: Path, sweep_id: str) -> Iterator[None]:
     """An exclusive ``flock`` on the sweep's lock file: released when its holder exits,
     however it exits."""
-    directory = sweeps_dir(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f".{sweep_id}.lock", "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with file_lock(sweeps_dir(model_dir) / f".{sweep_id}.lock"):
+        yield

@@ -11,13 +11,13 @@ training's random stream (resumed runs stay bit-exact).
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from aae.atomic import replace_file
 from aae.training import Trainer
 from aae_jobs.contract import samples_dir
 
@@ -37,13 +37,6 @@ def grid_png(images: torch.Tensor, columns: int) -> bytes:
     return buffer.getvalue()
 
 
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def save_samples(trainer: Trainer, model_dir: Path, job_id: str) -> Path:
     """Draw ROWS x COLUMNS samples (for models with a class input, column j is class j)
@@ -61,9 +54,8 @@ def save_samples(trainer: Trainer, model_dir: Path, job_id: str) -> Path:
     finally:
         model.train(was_training)
     directory = samples_dir(model_dir, job_id)
-    directory.mkdir(parents=True, exist_ok=True)
     data = grid_png(images, COLUMNS)
-    _replace(directory / f"epoch-{trainer.epoch}.png", data)
+    replace_file(directory / f"epoch-{trainer.epoch}.png", data)
     latest = directory / "latest.png"
-    _replace(latest, data)
+    replace_file(latest, data)
     return latest

@@ -24,7 +24,6 @@ stops between two steps and has RQ end it as ``stopped`` (see ``aae_jobs.contrac
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -40,6 +39,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 
+from aae.atomic import file_lock
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig
 from aae.data import MNIST_FILES, splits_for
@@ -156,13 +156,8 @@ def _train(report: JobReport, settings: WorkerSettings, device: torch.device, na
 def _publish_lock(scratch: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``<scratch>/publish.lock``: released when its holder
     exits, however it exits, and taken without Redis."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    with open(scratch / "publish.lock", "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with file_lock(scratch / "publish.lock"):
+        yield
 
 
 def _finish(report: JobReport, version: int, name: str) -> dict[str, Any]:
