@@ -3,7 +3,7 @@ side in one process (rounds alternate between the two; median of the rounds).
 
 - ``QueryOnlyRoute`` (service/query_route.py) against FastAPI's ``APIRoute``, for an
   endpoint with /sample's query parameters, driven in-process through the ASGI app;
-- ``encode_png`` (service/images.py) against Pillow's PNG encoder (same zlib level);
+- ``encode_png`` (aae/images.py) against Pillow's PNG encoder (same zlib level);
   enlarged 16 times (``/sample?n=256&scale=16``), against Pillow given the enlarged
   picture;
 - ``multipart_files`` (service/inputs.py) against Starlette's form parser
@@ -33,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.images import encode_png  # noqa: E402
+from aae.images import encode_png  # noqa: E402
 from service.inputs import multipart_files  # noqa: E402
 from service.limits import BodySizeLimit  # noqa: E402
 from service.query_route import QueryOnlyRoute  # noqa: E402

@@ -105,7 +105,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     from aae import figures
     from aae.checkpoints import load_model
-    from service.images import png
+    from aae.images import png
     from service.plots import latent_scatter, training_curves
 
     store = CheckpointStore(args.model_dir or get_settings().model_dir)

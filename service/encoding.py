@@ -1,7 +1,7 @@
 """Turning output images into response bodies, large ones off the event loop.
 
 A PNG of 256 samples at scale 16 is 51 M pixels and takes tens of ms of zlib (it took
-0.2 s before ``service.images`` stopped building the enlarged picture): on the event
+0.2 s before ``aae.images`` stopped building the enlarged picture): on the event
 loop it held every other request (``/healthz`` included) for that long. Bodies of
 more than ``offload_pixels`` pixels are made on a small pool of worker threads instead;
 zlib and numpy release the GIL, so the loop keeps answering (a 1 ms timer on the main
@@ -37,9 +37,9 @@ from contextvars import ContextVar
 import orjson
 import torch
 
+from aae.images import png
 from service.batching import Depth, deadline_of, shed_late
 from service.errors import Overloaded
-from service.images import png
 
 logger = logging.getLogger(__name__)
 

@@ -10,31 +10,16 @@ training's random stream (resumed runs stay bit-exact).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from aae.atomic import replace_file
+from aae.images import png
 from aae.training import Trainer
 from aae_jobs.contract import samples_dir
 
 ROWS, COLUMNS = 4, 10
-
-
-def grid_png(images: torch.Tensor, columns: int) -> bytes:
-    """A PNG of (n, 784) images in [0, 1], ``columns`` to a row."""
-    tiles = (images.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, 28, 28).numpy()
-    rows = -(-len(tiles) // columns)
-    canvas = np.zeros((rows * 28, columns * 28), np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        canvas[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = tile
-    buffer = io.BytesIO()
-    Image.fromarray(canvas, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @torch.no_grad()
@@ -54,7 +39,7 @@ def save_samples(trainer: Trainer, model_dir: Path, job_id: str) -> Path:
     finally:
         model.train(was_training)
     directory = samples_dir(model_dir, job_id)
-    data = grid_png(images, COLUMNS)
+    data = png(images, columns=COLUMNS)
     replace_file(directory / f"epoch-{trainer.epoch}.png", data)
     latest = directory / "latest.png"
     replace_file(latest, data)
