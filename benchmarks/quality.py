@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,7 +41,6 @@ from aae.presets import build_config, preset_names  # noqa: E402
 from aae.errors import AAEError  # noqa: E402
 from aae.runlog import RunLog, refuse_overwrite  # noqa: E402
 from aae.training import Trainer  # noqa: E402
-from service.plots import run_curves  # noqa: E402
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
 
@@ -93,6 +97,31 @@ def read_log(path: Path) -> tuple[list[list[str]], list[str]]:
         return [], []
     epochs = [line.split() for line in lines if line and not line.startswith("#")]
     return epochs, [line for line in lines if line.startswith("# finished")]
+
+
+def run_curves(runs: dict[str, list[tuple[int, float]]], title: str,
+               references: dict[str, float] | None = None) -> bytes:
+    """Validation error per epoch of several runs (``{name: [(epoch, error), ...]}``), one
+    line each, with dotted horizontal lines at reference errors (``{label: error}``, such
+    as a paper's test error) for scale."""
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    axes = figure.subplots()
+    for n, (name, points) in enumerate(runs.items()):
+        axes.plot([e for e, _ in points], [100 * v for _, v in points], marker=".",
+                  color=f"C{n % 10}", label=name)
+    for n, (name, value) in enumerate((references or {}).items()):
+        axes.axhline(100 * value, color=f"{0.2 + 0.25 * (n % 3):.2f}", linestyle=":",
+                     label=name)
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("validation error (%)")
+    if axes.has_data():
+        axes.legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
 
 
 def curves(paths: list[Path], title: str, references: dict[str, float]) -> bytes:

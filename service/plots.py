@@ -83,29 +83,6 @@ def training_curves(history: list[dict[str, Any]], title: str,
     return _png(figure)
 
 
-def run_curves(runs: dict[str, list[tuple[int, float]]], title: str,
-               references: dict[str, float] | None = None) -> bytes:
-    """Validation error per epoch of several runs (``{name: [(epoch, error), ...]}``), one
-    line each, with dotted horizontal lines at reference errors (``{label: error}``, such
-    as a paper's test error) for scale."""
-    figure = Figure(figsize=(8, 4.5), dpi=100)
-    axes = figure.subplots()
-    for n, (name, points) in enumerate(runs.items()):
-        axes.plot([e for e, _ in points], [100 * v for _, v in points], marker=".",
-                  color=f"C{n % 10}", label=name)
-    for n, (name, value) in enumerate((references or {}).items()):
-        axes.axhline(100 * value, color=f"{0.2 + 0.25 * (n % 3):.2f}", linestyle=":",
-                     label=name)
-    axes.set_xlabel("epoch")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel("validation error (%)")
-    if axes.has_data():
-        axes.legend(fontsize=7)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return _png(figure)
-
-
 def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
     """A sweep: the validation-error curves of its finished points overlaid (validation
     loss for models without a classifier), and its ranked table, best first."""

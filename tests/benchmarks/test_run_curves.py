@@ -1,11 +1,11 @@
-"""The plots that are not behind a route: run curves compared across run logs."""
+"""The run curves of ``python benchmarks/quality.py --curves``, compared across run logs."""
 
 import io
 
 import numpy as np
 from PIL import Image
 
-from service.plots import run_curves
+from benchmarks.quality import run_curves
 
 RUNS = {"a-seed1": [(1, 0.30), (2, 0.20), (3, 0.25)], "b-seed1": [(1, 0.40), (2, 0.10)]}
 
