@@ -12,7 +12,10 @@ The one protocol of the checkpoint store and the resumable training states: writ
 file into a private temporary directory beside the target (``staged_dir``), fsync the
 files and the directory, rename it into place (the caller's rename: the store picks a
 free version number, a resumable state replaces an older copy), then fsync the parent
-so that the rename itself is durable. A crash at any moment leaves either the complete
+so that the rename itself is durable.
+
+Only the standard library at import (torch is imported where tensors are written), so
+that the job contract (``aae_jobs``) can use these primitives without torch. A crash at any moment leaves either the complete
 directory or a ``.tmp-*`` one that readers ignore.
 """
 
@@ -28,10 +31,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +102,8 @@ def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save tensors with safetensors (nothing pickled) and fsync the file."""
+    from safetensors.torch import save_file  # here: the rest of this module is torch-free
+
     cpu = {key: t.detach().to("cpu", copy=True).contiguous() for key, t in tensors.items()}
     save_file(cpu, str(path), metadata={"format": "pt"})
     with open(path, "rb") as f:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,18 @@ def imported(package: str) -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module.split(".")[0])
+    return names
+
+
+def library_modules(package: str) -> set[str]:
+    """The modules of ``aae`` that a package's files import."""
+    names = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aae."):
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names if a.name.startswith("aae."))
     return names
 
 
@@ -81,6 +95,13 @@ def test_neither_side_imports_the_other_and_the_library_imports_neither():
     assert "service" not in imported("worker")
     assert not imported("aae") & {"service", "worker", "cli", "aae_jobs", "fastapi", "rq",
                                   "redis", "pydantic_settings", "prometheus_client"}
-    # the contract may name RQ (``aae_jobs.queueing`` queues a job record), nothing else
-    assert not imported("aae_jobs") & {"aae", "service", "worker", "cli", "fastapi",
-                                       "redis", "starlette", "torch"}
+    # the contract may name RQ (``aae_jobs.queueing`` queues a job record) and the library's
+    # file primitives (``aae.atomic``, torch-free at import), nothing else
+    assert not imported("aae_jobs") & {"service", "worker", "cli", "fastapi", "redis",
+                                       "starlette", "torch"}
+    assert library_modules("aae_jobs") <= {"aae.atomic"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, aae_jobs.contract, aae_jobs.records, "
+         "aae_jobs.sweeps, aae_jobs.logs, aae_jobs.settings; print('torch' in sys.modules)"],
+        capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"
