@@ -22,7 +22,8 @@ Admission control: a batcher holds at most ``max_queue`` waiting requests; one m
 refused at once (``Overloaded("queue_full")``, a 503 with Retry-After). A request still
 waiting ``deadline_s`` after it reached the service (``service.logs.request_start``) is
 dropped when its batch is formed (``Overloaded("deadline")``), never computed. 0 turns
-either off.
+either off. Each shed request is counted (``aae_requests_shed_total``, by reason) where
+it is shed: ``shed`` makes its error.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 
 from service.errors import Overloaded
 from service.logs import request_start
+from service.metrics import SHED_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,16 @@ def deadline_of(deadline_s: float, now: float) -> float:
     return (now if start is None else start) + deadline_s
 
 
+def shed(reason: str, detail: str, retry_after_s: int = 1) -> Overloaded:
+    """The error of a request that admission control sheds, counted in
+    ``aae_requests_shed_total`` by ``reason`` (``queue_full`` or ``deadline``)."""
+    SHED_REQUESTS.labels(reason).inc()
+    return Overloaded(reason, detail, retry_after_s)
+
+
 def shed_late(deadline_s: float) -> Overloaded:
-    return Overloaded("deadline", f"the request waited over the deadline of "
-                      f"{deadline_s * 1000:.0f} ms for its turn and was not computed")
+    return shed("deadline", f"the request waited over the deadline of "
+                f"{deadline_s * 1000:.0f} ms for its turn and was not computed")
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,8 @@ class Batcher:
 
     async def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         if self.max_queue and len(self._queue) >= self.max_queue:
-            raise Overloaded("queue_full", f"{len(self._queue)} requests are waiting for this "
-                             f"model, the most it queues ({self.max_queue}); retry later")
+            raise shed("queue_full", f"{len(self._queue)} requests are waiting for this "
+                       f"model, the most it queues ({self.max_queue}); retry later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         now = loop.time()

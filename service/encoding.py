@@ -38,8 +38,7 @@ import orjson
 import torch
 
 from aae.images import png
-from service.batching import Depth, deadline_of, shed_late
-from service.errors import Overloaded
+from service.batching import Depth, deadline_of, shed, shed_late
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +88,10 @@ class Encoder:
         wait = (self.backlog_s + sum(p for p, _ in self.admitted.values())) / self.threads
         deadline = deadline_of(self.deadline_s, now)
         if now + wait > deadline:
-            raise Overloaded("deadline", f"its answer would wait about {wait * 1000:.0f} ms "
-                             f"to be encoded, past the deadline of "
-                             f"{self.deadline_s * 1000:.0f} ms; not computed",
-                             retry_after_s=math.ceil(wait))
+            raise shed("deadline", f"its answer would wait about {wait * 1000:.0f} ms "
+                       f"to be encoded, past the deadline of "
+                       f"{self.deadline_s * 1000:.0f} ms; not computed",
+                       retry_after_s=math.ceil(wait))
         ticket = next(self._tickets)
         self.admitted[ticket] = (pixels * self.seconds_per_pixel[kind], deadline)
         _ticket.set(ticket)
@@ -111,8 +110,8 @@ class Encoder:
 
     def _check_queue(self) -> None:
         if self.max_queue and self.waiting >= self.max_queue:
-            raise Overloaded("queue_full", f"{self.waiting} large answers are waiting to be "
-                             f"encoded, the most queued ({self.max_queue}); retry later")
+            raise shed("queue_full", f"{self.waiting} large answers are waiting to be "
+                       f"encoded, the most queued ({self.max_queue}); retry later")
 
     async def _offload(self, kind: str, pixels: int, fn, *args):  # noqa: ANN001, ANN202
         self._check_queue()

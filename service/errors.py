@@ -16,7 +16,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.metrics import SHED_REQUESTS
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
                         CheckpointNotFound, InvalidInput, InvalidName)
 from aae.selection import MetricMissing, MetricWorse
@@ -65,8 +64,8 @@ class ServiceUnavailable(ServiceError):
 
 class Overloaded(ServiceUnavailable):
     """Admission control shed the request before computing it: its model's queue is full
-    (``queue_full``) or it waited past the request deadline (``deadline``). Counted in
-    ``aae_requests_shed_total`` by reason when raised."""
+    (``queue_full``) or it waited past the request deadline (``deadline``). Made by
+    ``service.batching.shed``, which counts it where it is shed."""
 
     title = "Overloaded"
 
@@ -74,7 +73,6 @@ class Overloaded(ServiceUnavailable):
         super().__init__(detail)
         self.reason = reason
         self.headers = {"Retry-After": str(max(1, retry_after_s))}
-        SHED_REQUESTS.labels(reason).inc()
 
 
 class Unauthorized(ServiceError):

@@ -21,7 +21,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:  # annotations only: the batcher and the registry import this module's users
+if TYPE_CHECKING:  # annotations only: the batcher imports this module (SHED_REQUESTS)
     from service.batching import PassReport
     from service.registry import LoadedModel
 

@@ -159,6 +159,29 @@ def test_a_full_queue_refuses_at_once_with_a_503():
     assert sum(forward.batches) == 3
 
 
+def test_each_shed_request_is_counted_where_it_is_shed_by_reason():
+    """aae_requests_shed_total counts the batcher's refusals by reason; making the error
+    alone counts nothing."""
+    from prometheus_client import REGISTRY
+
+    from service.errors import Overloaded
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("aae_requests_shed_total",
+                                         {"reason": "queue_full"}) or 0.0
+
+    before = counted()
+    Overloaded("queue_full", "made, not shed")
+    assert counted() == before
+
+    async def go():
+        batcher = Batcher(Recorder(), None, max_batch=64, max_wait_s=0, max_queue=3)
+        return await calls(batcher, [1, 1, 1, 1, 1])
+
+    run(go())
+    assert counted() == before + 2
+
+
 def test_a_request_past_its_deadline_is_dropped_never_computed():
     """A request still queued after the deadline fails with Overloaded("deadline") and its
     rows never reach the forward pass; one within the deadline is computed."""
