@@ -1,14 +1,14 @@
 """Each hand-written piece of the serving path against what the frameworks provide, side by
 side in one process (rounds alternate between the two; median of the rounds).
 
-- ``QueryOnlyRoute`` (service/query_route.py) against FastAPI's ``APIRoute``, for an
+- ``QueryOnlyRoute`` (service/core/query_route.py) against FastAPI's ``APIRoute``, for an
   endpoint with /sample's query parameters, driven in-process through the ASGI app;
 - ``encode_png`` (aae/images.py) against Pillow's PNG encoder (same zlib level);
   enlarged 16 times (``/sample?n=256&scale=16``), against Pillow given the enlarged
   picture;
-- ``multipart_files`` (service/inputs.py) against Starlette's form parser
+- ``multipart_files`` (service/inference/inputs.py) against Starlette's form parser
   (python-multipart), for a one-file upload of a digit;
-- ``BodySizeLimit`` (service/limits.py) against FastAPI's ``max_body_size``, for a POST
+- ``BodySizeLimit`` (service/core/limits.py) against FastAPI's ``max_body_size``, for a POST
   whose route reads a 300-byte body.
 
     pip install -e '.[bench]' && python benchmarks/hand_written.py
@@ -34,9 +34,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aae.images import encode_png  # noqa: E402
-from service.inputs import multipart_files  # noqa: E402
-from service.limits import BodySizeLimit  # noqa: E402
-from service.query_route import QueryOnlyRoute  # noqa: E402
+from service.inference.inputs import multipart_files  # noqa: E402
+from service.core.limits import BodySizeLimit  # noqa: E402
+from service.core.query_route import QueryOnlyRoute  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], object], calls: int) -> float:

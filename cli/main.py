@@ -106,7 +106,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from aae import figures
     from aae.checkpoints import load_model
     from aae.images import png
-    from service.plots import latent_scatter, training_curves
+    from service.figures.plots import latent_scatter, training_curves
 
     store = CheckpointStore(args.model_dir or get_settings().model_dir)
     info, model = load_model(store, args.model, args.version)
@@ -167,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # before prometheus-client is imported: it picks its mode then)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="aae-metrics-"))
-        from service.metrics import prepare_multiprocess_dir
+        from service.core.metrics import prepare_multiprocess_dir
 
         prepare_multiprocess_dir()  # no stale values of an earlier run
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,

@@ -13,19 +13,20 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from aae.store import CheckpointStore
-from service import errors, logs
-from service.errors import problem_responses
-from service.encoding import Encoder
-from service.job_metrics import JobMetrics
-from service.jobs import JobQueue
-from service.limits import BodySizeLimit
-from service.metrics import HTTPMetrics, InferenceMetrics, mark_process_dead
-from service.registry import ModelRegistry, pin_mmap_threshold
 from service import v2
+from service.core import errors, logs
+from service.core.errors import problem_responses
+from service.core.limits import BodySizeLimit
+from service.core.metrics import HTTPMetrics, mark_process_dead
+from service.inference.encoding import Encoder
+from service.inference.metrics import InferenceMetrics
+from service.inference.registry import ModelRegistry, pin_mmap_threshold
+from service.jobs.metrics import JobMetrics
+from service.jobs.queue import JobQueue
+from service.jobs.sweeps import Sweeps
 from service.routes import (figures, health, inference, jobs, metrics, models, presets,
                             scores, sweeps, web)
 from service.settings import ServiceSettings, get_settings
-from service.sweeps import Sweeps
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Worker metrics, kept in Redis: the API exposes them to Prometheus when it is scraped
-(``service/job_metrics.py``; the keys are ``aae_jobs.contract``'s).
+(``service/jobs/metrics.py``; the keys are ``aae_jobs.contract``'s).
 
 Jobs run in forked processes that come and go, so nothing is held in a process: every
 count is added to a Redis hash at once, and survives the worker.

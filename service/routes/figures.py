@@ -1,7 +1,7 @@
 """Figures of a model version: the latent manifold, the style grid, the latent scatter,
 the training curves, and interpolations. Thin: the codes come from ``aae.figures``, are
 decoded in the model's batched forward passes, and leave as PNG; plots from
-``service.plots``. Model resolution, limits and errors are those of inference."""
+``service.figures.plots``. Model resolution, limits and errors are those of inference."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from aae import figures
 from aae.errors import CapabilityError, InvalidInput
-from service.deps import ModelQuery, VersionQuery, serving
-from service.errors import problem_responses
-from service.inputs import read_images
-from service.plots import latent_scatter, training_curves
-from service.query_route import QueryOnlyRoute
+from service.core.deps import ModelQuery, VersionQuery, serving
+from service.core.errors import problem_responses
+from service.core.query_route import QueryOnlyRoute
+from service.figures.plots import latent_scatter, training_curves
+from service.inference.inputs import read_images
+from service.inference.registry import LoadedModel
 from service.routes.inference import IMAGE_BODY
-from service.registry import LoadedModel
 
 router = APIRouter(tags=["figures"], route_class=QueryOnlyRoute,
                    responses=problem_responses(400, 404, 409, 413, 415, 422))
@@ -34,7 +34,8 @@ Label = Annotated[int | None, Query(ge=0, le=99, description="decode every code 
 
 async def _png(request: Request, loaded: LoadedModel, images: torch.Tensor, scale: int,
                columns: int) -> Response:
-    """The images as a PNG grid, made off the event loop when large (service.encoding)."""
+    """The images as a PNG grid, made off the event loop when large
+    (service.inference.encoding)."""
     data = await request.app.state.encoder.png(images, scale, columns)
     return Response(data, media_type="image/png",
                     headers={"X-Model": loaded.name, "X-Model-Version": str(loaded.version)})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import RegistryDep
-from service.errors import ServiceUnavailable, problem_responses
-from service.schemas import Health
+from service.core.deps import RegistryDep
+from service.core.errors import ServiceUnavailable, problem_responses
+from service.core.schemas import Health
 
 router = APIRouter(tags=["health"], responses=problem_responses(503))
 

@@ -10,14 +10,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from aae.errors import CapabilityError, InvalidInput
 from aae.inputs import codes
-from service.deps import ModelQuery, VersionQuery, serving
-from service.encoding import PIXELS
-from service.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
-from service.inputs import read_images
-from service.query_route import QueryOnlyRoute
-from service.registry import LoadedModel
+from service.core.deps import ModelQuery, VersionQuery, serving
+from service.core.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
+from service.core.query_route import QueryOnlyRoute
+from service.inference.encoding import PIXELS
+from service.inference.inputs import read_images
+from service.inference.registry import LoadedModel
+from service.inference.schemas import (ClassificationPublic, CodePublic, DecodeCreate,
+                                       ImagesPublic)
 from service.settings import ServiceSettings
-from service.schemas import (ClassificationPublic, CodePublic, DecodeCreate, ImagesPublic)
 
 # 503: shed by admission control (queue full, or past the deadline), with Retry-After
 router = APIRouter(tags=["inference"], route_class=QueryOnlyRoute,
@@ -61,7 +62,7 @@ def _wants_json(request: Request) -> bool:
 def check_work(request: Request, n: int, scale: int, limit: int) -> None:
     """The work cap: the pixels of the answer (n images x 784 x scale^2 for a PNG); then
     admission: an answer that could not be encoded before the deadline is shed now,
-    before its forward pass (``service.encoding``)."""
+    before its forward pass (``service.inference.encoding``)."""
     kind = "json" if _wants_json(request) else "png"
     pixels = n * PIXELS * (1 if kind == "json" else scale * scale)
     if pixels > limit:

@@ -18,12 +18,12 @@ from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from aae_jobs.contract import ENDED, JobStatus, samples_dir
-from service.auth import RequireApiKey
-from service.deps import SettingsDep
-from service.errors import JobNotFound, problem_responses
-from service.job_schemas import TrainJobCreate, TrainJobPublic
-from service.jobs import JobQueueDep
-from service.logs import request_id
+from service.core.auth import RequireApiKey
+from service.core.deps import SettingsDep
+from service.core.errors import JobNotFound, problem_responses
+from service.core.logs import request_id
+from service.jobs.queue import JobQueueDep
+from service.jobs.schemas import TrainJobCreate, TrainJobPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(422, 503))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.metrics import exposition
+from service.core.metrics import exposition
 
 router = APIRouter(tags=["metrics"])
 

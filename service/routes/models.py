@@ -9,11 +9,12 @@ from fastapi import APIRouter, Path, Response
 from aae.checkpoints import config_fields
 from aae.selection import promote
 from aae.store import VersionInfo
-from service.auth import RequireApiKey
-from service.deps import RegistryDep, StoreDep
-from service.errors import problem_responses
-from service.schemas import (ALIAS_PATTERN, NAME_PATTERN, VERSION_PATTERN, AliasUpdate,
-                             ModelDetailPublic, ModelPublic, ModelVersionPublic)
+from service.core.auth import RequireApiKey
+from service.core.deps import RegistryDep, StoreDep
+from service.core.errors import problem_responses
+from service.core.schemas import ALIAS_PATTERN, NAME_PATTERN, VERSION_PATTERN
+from service.inference.schemas import (AliasUpdate, ModelDetailPublic, ModelPublic,
+                                       ModelVersionPublic)
 
 router = APIRouter(prefix="/models", tags=["models"],
                    responses=problem_responses(404, 409, 422))

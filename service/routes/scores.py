@@ -7,12 +7,12 @@ from fastapi import APIRouter, Request, Response
 
 from aae import anomaly
 from aae.config import Mode
-from service.deps import ModelQuery, VersionQuery, serving
-from service.errors import problem_responses
-from service.inputs import read_images
-from service.query_route import QueryOnlyRoute
+from service.core.deps import ModelQuery, VersionQuery, serving
+from service.core.errors import problem_responses
+from service.core.query_route import QueryOnlyRoute
+from service.inference.inputs import read_images
+from service.inference.schemas import ScoresPublic
 from service.routes.inference import IMAGE_BODY
-from service.schemas import ScoresPublic
 
 router = APIRouter(tags=["inference"], route_class=QueryOnlyRoute,
                    responses=problem_responses(400, 404, 409, 413, 415, 422))

@@ -1,6 +1,6 @@
 """Sweeps: many training jobs from one request, compared in one table. Thin: parse,
-call ``service.sweeps``, shape. Top-level routes (``/sweeps``), so that they never meet
-``/jobs/{id}``. Events as for jobs (FastAPI's ``EventSourceResponse``)."""
+call ``service.jobs.sweeps``, shape. Top-level routes (``/sweeps``), so that they never
+meet ``/jobs/{id}``. Events as for jobs (FastAPI's ``EventSourceResponse``)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from service.auth import RequireApiKey
-from service.deps import SettingsDep
-from service.errors import problem_responses
-from service.logs import request_id
-from service.plots import sweep_figure
-from service.sweep_schemas import SweepCreate, SweepPublic, SweepSummary
-from service.sweeps import SweepsDep
+from service.core.auth import RequireApiKey
+from service.core.deps import SettingsDep
+from service.core.errors import problem_responses
+from service.core.logs import request_id
+from service.figures.plots import sweep_figure
+from service.jobs.sweep_schemas import SweepCreate, SweepPublic, SweepSummary
+from service.jobs.sweeps import SweepsDep
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=problem_responses(422, 503))
 

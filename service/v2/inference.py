@@ -17,7 +17,7 @@ import torch
 
 from aae import inputs as rules
 from aae.errors import InvalidInput
-from service.registry import LoadedModel
+from service.inference.registry import LoadedModel
 from service.v2.schemas import InferenceRequest, RequestInput
 from service.v2.tensors import INTEGERS, input_rows, input_values
 

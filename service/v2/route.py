@@ -1,10 +1,10 @@
 """Errors under /v2 are the protocol's ``{"error": message}`` documents, not the problem
 documents of the other routes. ``V2Route`` converts the library's and the service's
 exceptions for this router's handlers; the statuses come from the service's one table
-(``service.errors.status_of``), except that the protocol answers every invalid request
-with 400 where the other routes say 422. Sheds by admission control are 503s with
+(``service.core.errors.status_of``), except that the protocol answers every invalid
+request with 400 where the other routes say 422. Sheds by admission control are 503s with
 ``Retry-After`` here too; 405s and errors of unknown routes under /v2 get the same shape
-from ``service.errors.error_response``.
+from ``service.core.errors.error_response``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from aae.errors import AAEError
-from service.errors import ServiceError, status_of
+from service.core.errors import ServiceError, status_of
 
 logger = logging.getLogger(__name__)
 

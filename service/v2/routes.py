@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
 from aae.errors import AAEError, CheckpointCorrupt
-from service.deps import RegistryDep, SettingsDep, StoreDep, serving
-from service.registry import LoadedModel
+from service.core.deps import RegistryDep, SettingsDep, StoreDep, serving
+from service.inference.registry import LoadedModel
 from service.v2 import inference, wire
 from service.v2.route import V2Route
 from service.v2.schemas import (DefaultModelState, ErrorPublic, InferenceRequest,

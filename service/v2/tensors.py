@@ -11,7 +11,7 @@ import torch
 
 from aae.config import AAEConfig
 from aae.errors import InvalidInput
-from service.errors import PayloadTooLarge
+from service.core.errors import PayloadTooLarge
 from service.v2.schemas import ConfigTensor, MetadataTensor, RequestInput, RequestOutput
 
 FLOATS = ("FP32", "FP64")

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 import torch
 
-from service.batching import Batcher
+from service.inference.batching import Batcher
 
 
 class Recorder:
@@ -144,7 +144,7 @@ def test_a_failed_pass_is_reported_as_failed():
 
 def test_a_full_queue_refuses_at_once_with_a_503():
     """max_queue waiting requests: one more is refused before it queues, the others run."""
-    from service.errors import Overloaded
+    from service.core.errors import Overloaded
 
     forward = Recorder()
 
@@ -164,7 +164,7 @@ def test_each_shed_request_is_counted_where_it_is_shed_by_reason():
     alone counts nothing."""
     from prometheus_client import REGISTRY
 
-    from service.errors import Overloaded
+    from service.core.errors import Overloaded
 
     def counted() -> float:
         return REGISTRY.get_sample_value("aae_requests_shed_total",
@@ -187,7 +187,7 @@ def test_a_request_past_its_deadline_is_dropped_never_computed():
     rows never reach the forward pass; one within the deadline is computed."""
     import time
 
-    from service.errors import Overloaded
+    from service.core.errors import Overloaded
 
     class Slow(Recorder):
         def __call__(self, x, y=None):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-from service.encoding import Encoder
-from service.errors import Overloaded
+from service.inference.encoding import Encoder
+from service.core.errors import Overloaded
 
 
 def test_a_burst_is_admitted_as_far_as_the_pool_can_serve_it():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.errors import BadImage
-from service.inputs import multipart_files
+from service.core.errors import BadImage
+from service.inference.inputs import multipart_files
 
 CT = "multipart/form-data; boundary=XyZ"
 

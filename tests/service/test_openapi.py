@@ -71,7 +71,7 @@ def test_name_patterns_accept_exactly_what_the_store_accepts():
 
     from aae.errors import InvalidName
     from aae.store import validate_name
-    from service.schemas import ALIAS_PATTERN, NAME_PATTERN
+    from service.core.schemas import ALIAS_PATTERN, NAME_PATTERN
 
     def valid(text: str, what: str) -> bool:
         try:

@@ -35,7 +35,7 @@ from aae.config import AAEConfig, Mode
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore
 from service.app import create_app
-from service.logs import JsonFormatter
+from service.core.logs import JsonFormatter
 
 from tests.service.conftest import PROBLEM, check_problem, parse_metrics, service_settings
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from service import errors
-from service.query_route import QueryOnlyRoute, query_model
+from service.core import errors
+from service.core.query_route import QueryOnlyRoute, query_model
 from service.routes import inference
 
 

@@ -15,7 +15,7 @@ from aae_jobs.contract import ON_FAILURE, ON_STOPPED, ON_SUCCESS, TRAIN_TASK
 
 def _enqueue_train(queue: Queue, name: str, cfg: AAEConfig, dataset: str = "mnist",
                    job_id: str | None = None, retries: int = 2) -> Job:
-    """As the service enqueues (``service.jobs.JobQueue.submit``): by dotted name, JSON
+    """As the service enqueues (``service.jobs.queue.JobQueue.submit``): by dotted name, JSON
     arguments, the outcome callbacks, retried after crashes."""
     return queue.enqueue(TRAIN_TASK, kwargs={"name": name, "config": cfg.to_dict(),
                                              "dataset": dataset},

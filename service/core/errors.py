@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
                         CheckpointNotFound, InvalidInput, InvalidName)
 from aae.selection import MetricMissing, MetricWorse
+from service.core.schemas import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ServiceUnavailable(ServiceError):
 class Overloaded(ServiceUnavailable):
     """Admission control shed the request before computing it: its model's queue is full
     (``queue_full``) or it waited past the request deadline (``deadline``). Made by
-    ``service.batching.shed``, which counts it where it is shed."""
+    ``service.inference.batching.shed``, which counts it where it is shed."""
 
     title = "Overloaded"
 
@@ -105,8 +106,6 @@ LIBRARY_STATUS: list[tuple[type[AAEError], int, str]] = [
 
 def problem_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI ``responses`` entries documenting these statuses as problem documents."""
-    from service.schemas import Problem
-
     return {status: {"model": Problem, "content": {PROBLEM: {}},
                      "description": HTTPStatus(status).phrase} for status in statuses}
 

@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from aae_jobs.contract import (JOBS_METRICS_KEY, STEPS_METRICS_KEY, TRAIN_TASK, JobMeta,
                                JobStatus)
-from service.jobs import JobQueue
+from service.jobs.queue import JobQueue
 
 logger = logging.getLogger(__name__)
 

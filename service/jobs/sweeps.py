@@ -36,11 +36,11 @@ from aae_jobs.queueing import enqueue
 from aae_jobs.records import remove_record, write_record
 from aae_jobs.sweeps import (SweepPoint, SweepRecord, locked, read_sweep, remove_sweep,
                              sweep_records, write_sweep)
-from service.errors import JobEnded, JobNotFound
-from service.job_schemas import TrainJobCreate, TrainJobPublic
-from service.jobs import JobQueue
-from service.sweep_schemas import (SeedGroupPublic, Spread, SweepCreate, SweepPointPublic,
-                                   SweepPublic, SweepSummary)
+from service.core.errors import JobEnded, JobNotFound
+from service.jobs.queue import JobQueue
+from service.jobs.schemas import TrainJobCreate, TrainJobPublic
+from service.jobs.sweep_schemas import (SeedGroupPublic, Spread, SweepCreate, SweepPointPublic,
+                                        SweepPublic, SweepSummary)
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.batching import PassReport
+from service.inference.batching import PassReport
 
 
 @dataclass

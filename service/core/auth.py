@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.deps import SettingsDep
-from service.errors import Unauthorized
+from service.core.deps import SettingsDep
+from service.core.errors import Unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="the service's API key (AAE_API_KEY)")
 

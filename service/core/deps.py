@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from aae.store import CheckpointStore
-from service.registry import ModelRegistry
-from service.schemas import NAME_PATTERN, VERSION_PATTERN
+from service.core.schemas import NAME_PATTERN, VERSION_PATTERN
+from service.inference.registry import ModelRegistry
 from service.settings import ServiceSettings
 
 

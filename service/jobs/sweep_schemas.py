@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from aae.selection import Metric
 from aae_jobs.contract import JobStatus
 from aae_jobs.sweeps import SweepPromotion
-from service.job_schemas import TrainJobCreate
-from service.schemas import ALIAS_PATTERN
+from service.core.schemas import ALIAS_PATTERN
+from service.jobs.schemas import TrainJobCreate
 
 GridValues = list[Any]
 

@@ -20,7 +20,7 @@ slices and between two passes. Run back to back, the 256-row passes of a flood o
 
 Admission control: a batcher holds at most ``max_queue`` waiting requests; one more is
 refused at once (``Overloaded("queue_full")``, a 503 with Retry-After). A request still
-waiting ``deadline_s`` after it reached the service (``service.logs.request_start``) is
+waiting ``deadline_s`` after it reached the service (``service.core.logs.request_start``) is
 dropped when its batch is formed (``Overloaded("deadline")``), never computed. 0 turns
 either off. Each shed request is counted (``aae_requests_shed_total``, by reason) where
 it is shed: ``shed`` makes its error.
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
-from service.errors import Overloaded
-from service.logs import request_start
-from service.metrics import SHED_REQUESTS
+from service.core.errors import Overloaded
+from service.core.logs import request_start
+from service.inference.metrics import SHED_REQUESTS
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from service.errors import BadImage, PayloadTooLarge
+from service.core.errors import BadImage, PayloadTooLarge
 
 SIDE = 28
 # Raster formats only: EPS and friends would run external programs (Ghostscript).

@@ -36,8 +36,8 @@ from aae.checkpoints import load_model
 from aae.errors import AAEError
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore, VersionInfo
-from service.batching import Batcher, Depth, PassReport
-from service.stats import InferenceStats
+from service.inference.batching import Batcher, Depth, PassReport
+from service.inference.stats import InferenceStats
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ import orjson
 import torch
 
 from aae.images import png
-from service.batching import Depth, deadline_of, shed, shed_late
+from service.inference.batching import Depth, deadline_of, shed, shed_late
 
 logger = logging.getLogger(__name__)
 

@@ -49,8 +49,8 @@ from aae_jobs.contract import (ENDED, STOP_TTL_S, TRAIN_TASK, JobMeta, JobStatus
                                datasets_key, stop_key)
 from aae_jobs.queueing import enqueue
 from aae_jobs.records import JobRecord, read_record, remove_record, write_record
-from service.errors import JobEnded, JobNotFound
-from service.job_schemas import TrainJobCreate, TrainJobPublic
+from service.core.errors import JobEnded, JobNotFound
+from service.jobs.schemas import TrainJobCreate, TrainJobPublic
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)

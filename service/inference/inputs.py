@@ -24,8 +24,8 @@ from fastapi import Request
 
 from aae.errors import InvalidInput
 from aae.inputs import images
-from service.errors import BadImage, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.images import decode_base64, decode_image
+from service.core.errors import BadImage, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.inference.images import decode_base64, decode_image
 
 PIXELS = 784
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
@@ -129,7 +129,7 @@ async def read_images(request: Request, *, max_images: int, max_pixels: int,
                       max_depth: int = 32) -> torch.Tensor:
     """The request's images as a float32 (n, 784) tensor in [0, 1]."""
     content_type = request.headers.get("content-type", "").lower()
-    body = await request.body()  # its size is limited by service.limits.BodySizeLimit
+    body = await request.body()  # its size is limited by service.core.limits.BodySizeLimit
     if content_type.startswith("multipart/form-data"):
         files = multipart_files(body, request.headers["content-type"])
         if not files:

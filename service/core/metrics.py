@@ -1,11 +1,12 @@
-"""Prometheus metrics of the API: HTTP traffic and inference.
+"""Prometheus metrics of the API's HTTP traffic, and the exposition of all its metrics.
 
 Named by Prometheus conventions (``_total`` counters, ``_seconds`` units) under the
 ``aae_`` prefix. With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn worker
 processes), every process writes its values to files there and ``/metrics`` sums them
 with prometheus-client's ``MultiProcessCollector``; ``aae serve`` empties that directory
 before the workers start, and each worker marks itself dead when it stops. Job and
-worker metrics are read from Redis at scrape time (``service.job_metrics``).
+worker metrics are read from Redis at scrape time (``service.jobs.metrics``); the
+inference metrics are ``service.inference.metrics``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,15 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Gauge, Histogram, generate_latest, multiprocess)
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:  # annotations only: the batcher imports this module (SHED_REQUESTS)
-    from service.batching import PassReport
-    from service.registry import LoadedModel
-
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 HTTP_REQUESTS = Counter("aae_http_requests_total", "HTTP requests, by route template, "
                         "method and status code", ["route", "method", "status"])
@@ -36,48 +32,6 @@ HTTP_LATENCY = Histogram("aae_http_request_duration_seconds", "Time to answer a 
                          buckets=LATENCY_BUCKETS)
 HTTP_IN_PROGRESS = Gauge("aae_http_requests_in_progress", "Requests being answered now",
                          ["method"], multiprocess_mode="livesum")
-BATCH_SIZE = Histogram("aae_inference_batch_size", "Images (or codes) per forward pass",
-                       ["model", "version", "operation"], buckets=BATCH_BUCKETS)
-FORWARD_SECONDS = Histogram("aae_inference_forward_seconds", "Time of one forward pass",
-                            ["model", "version", "operation"], buckets=LATENCY_BUCKETS)
-MODEL_LOAD_SECONDS = Histogram("aae_model_load_seconds", "Time to load a model version "
-                               "from the checkpoint store", ["model", "version"],
-                               buckets=LATENCY_BUCKETS)
-CACHE_HITS = Counter("aae_model_cache_hits_total", "Requests whose model was already "
-                     "loaded", ["model", "version"])
-CACHE_MISSES = Counter("aae_model_cache_misses_total", "Requests that had to load their "
-                       "model (or wait for its load)", ["model", "version"])
-QUEUE_DEPTH = Gauge("aae_inference_queue_depth", "Requests waiting for a forward pass or "
-                    "an encoder thread, by model and stage", ["model", "stage"],
-                    multiprocess_mode="livesum")
-SHED_REQUESTS = Counter("aae_requests_shed_total", "Requests answered 503 by admission "
-                        "control, never computed: queue_full or deadline", ["reason"])
-MODELS_LOADED = Gauge("aae_models_loaded", "Model versions held in memory (1 while loaded)",
-                      ["model", "version"], multiprocess_mode="livesum")
-
-
-class InferenceMetrics:
-    """The model registry's observer: records loads, cache use and forward passes."""
-
-    def cache(self, name: str, version: int, hit: bool) -> None:
-        (CACHE_HITS if hit else CACHE_MISSES).labels(name, str(version)).inc()
-
-    def loaded(self, loaded: LoadedModel, seconds: float) -> None:
-        version = str(loaded.version)
-        MODEL_LOAD_SECONDS.labels(loaded.name, version).observe(seconds)
-        MODELS_LOADED.labels(loaded.name, version).set(1)
-
-    def unloaded(self, name: str, version: int) -> None:
-        MODELS_LOADED.labels(name, str(version)).set(0)
-
-    def batch(self, name: str, version: int, operation: str, report: PassReport) -> None:
-        labels = (name, str(version), operation)
-        BATCH_SIZE.labels(*labels).observe(report.rows)
-        FORWARD_SECONDS.labels(*labels).observe(report.compute_s)
-
-    def queue(self, name: str, stage: str) -> Any:
-        """The queue-depth gauge of a model's stage (the batcher moves it up and down)."""
-        return QUEUE_DEPTH.labels(name, stage)
 
 
 class HTTPMetrics:

@@ -30,7 +30,7 @@ from aae.config import LABEL_MODES, AAEConfig, Mode
 from aae.presets import DEFAULT_PRESET, PRESETS, build_config
 from aae.store import validate_name
 from aae_jobs.contract import JobProgress, JobResult, JobStatus
-from service.schemas import NAME_PATTERN
+from service.core.schemas import NAME_PATTERN
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(AAEConfig))
 NAME_LENGTH = 64  # the store's limit

@@ -1,0 +1,1 @@
+"""HTTP plumbing every room uses: errors, auth, dependencies, logs, limits, metrics, schemas."""

@@ -1,0 +1,1 @@
+"""Training jobs and sweeps on the job queue: submitting and following them, bodies, metrics."""
