@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
-from live import LiveServer
+from tests.service.live import LiveServer
 from tritonclient.utils import InferenceServerException
 
 

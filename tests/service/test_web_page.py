@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from live import LiveServer, chromium, requested_urls
+from tests.service.live import LiveServer, chromium, requested_urls
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
