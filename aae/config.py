@@ -8,8 +8,11 @@ of the seed post and of Makhzani et al. (2015).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import types
+import typing
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -130,6 +133,34 @@ def _bounded(default: Any, range_: Range | None = None, *, each: Range | None = 
     return dataclasses.field(default=default, metadata={**metadata, "why": why})
 
 
+@dataclass(frozen=True)
+class FieldType:
+    """What a config field holds, read off its annotation: ``base`` (int, float, bool or an
+    Enum), alone, optional (``base | None``) or as a tuple of them."""
+
+    base: type
+    optional: bool = False
+    sequence: bool = False
+
+
+def _field_type(annotation: Any) -> FieldType:
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (inner,) = [a for a in args if a is not type(None)]
+        return dataclasses.replace(_field_type(inner), optional=True)
+    if typing.get_origin(annotation) is tuple:
+        return FieldType(args[0], sequence=True)
+    return FieldType(annotation)
+
+
+@functools.cache
+def field_types() -> dict[str, FieldType]:
+    """Every ``AAEConfig`` field's type, by name: what the config checks and coerces, and
+    what the command line's flags parse, derived from the annotations alone."""
+    hints = typing.get_type_hints(AAEConfig)
+    return {f.name: _field_type(hints[f.name]) for f in dataclasses.fields(AAEConfig)}
+
+
 AT_LEAST_1 = Range(ge=1)
 NON_NEGATIVE = Range(ge=0)
 POSITIVE = Range(gt=0)
@@ -213,6 +244,11 @@ class AAEConfig:
     # marginal entropy of q(y|x) over the unlabeled minibatch, maximised (IMSAT's second
     # half of the mutual information, Hu et al. 2017): classes or clusters used evenly
     marginal_entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
+    # sample fidelity (semi_supervised and clustering; 0 = off): the decoder learns to make
+    # its prior draws of class y classify as y, minimising the cross-entropy of q(y | P(z, y))
+    # for z ~ p(z), y ~ Cat(n_classes), so that the class input, not the style code, sets
+    # the digit a sample shows (the encoder takes no gradient from it)
+    sample_class_weight: float = _bounded(0.0, NON_NEGATIVE)
     # labeled minibatch (None: batch_size)
     labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
     # labeled images moved by up to this many pixels each step (0: off)
@@ -227,21 +263,16 @@ class AAEConfig:
     split_seed: int | None = _bounded(None, Range(ge=0, le=2**32 - 1))
 
     def __post_init__(self) -> None:
-        enums = {"mode": Mode, "prior": PriorKind, "precision": Precision,
-                 "optimizer": Optimizer, "lr_schedule": LRSchedule, "step_mode": StepMode,
-                 "cluster_mapping": ClusterMapping}
-        for field, enum in enums.items():
+        for field, kind in field_types().items():
             value = getattr(self, field)
-            if not isinstance(value, enum):
+            if issubclass(kind.base, Enum) and not isinstance(value, kind.base):
                 try:
-                    object.__setattr__(self, field, enum(value))
+                    object.__setattr__(self, field, kind.base(value))
                 except ValueError:
-                    choices = ", ".join(m.value for m in enum)
+                    choices = ", ".join(m.value for m in kind.base)
                     raise ValueError(f"{field} must be one of {choices}, got {value!r}") from None
-        for field in ("encoder_batch_norm", "vat_dropout", "keep_best"):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field} must be true or false, got "
-                                 f"{getattr(self, field)!r}")
+            elif kind.base is bool and not isinstance(value, bool):
+                raise ValueError(f"{field} must be true or false, got {value!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not field.metadata or (value is None and field.default is None):
@@ -259,6 +290,9 @@ class AAEConfig:
                     raise ValueError(f"{field.name} must be distinct numbers, each {each}, "
                                      f"got {items}")
                 object.__setattr__(self, field.name, tuple(sorted(int(v) for v in items)))
+        if self.sample_class_weight > 0 and not self.has_categorical:
+            raise ValueError(f"sample_class_weight needs a model with a class code "
+                             f"(semi_supervised or clustering), not {self.mode.value}")
         if self.n_labels is not None and self.mode not in LABEL_MODES:
             raise ValueError(f"n_labels is only meaningful for semi_supervised or supervised, "
                              f"not {self.mode.value}")

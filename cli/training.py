@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from aae.config import AAEConfig
+from aae.config import AAEConfig, field_types
 from aae.data import MNISTSplits, splits_for
 from aae.errors import AAEError, DatasetNotFound
 from aae.presets import DEFAULT_PRESET, build_config, preset_names
@@ -27,18 +27,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"named recipe (default {DEFAULT_PRESET})")
     for field in dataclasses.fields(AAEConfig):
         flag = "--" + ALIASES.get(field.name, field.name).replace("_", "-")
-        default = field.default
+        kind = field_types()[field.name]
         common = dict(dest=field.name, default=argparse.SUPPRESS)
-        if isinstance(default, bool):
+        if kind.base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif isinstance(default, Enum):
-            group.add_argument(flag, choices=[m.value for m in type(default)], **common)
-        elif isinstance(default, tuple):
-            group.add_argument(flag, type=int, nargs="*", **common)
-        elif default is None:
-            group.add_argument(flag, type=int, **common)
+        elif issubclass(kind.base, Enum):
+            group.add_argument(flag, choices=[m.value for m in kind.base], **common)
+        elif kind.sequence:
+            group.add_argument(flag, type=kind.base, nargs="*", **common)
         else:
-            group.add_argument(flag, type=type(default), help=f"field default {default}",
+            default = "none" if field.default is None else field.default
+            group.add_argument(flag, type=kind.base, help=f"field default {default}",
                                **common)
 
 

@@ -1,7 +1,11 @@
+from enum import Enum
+from typing import Optional
+
 import pytest
 import torch
 
-from aae.config import AAEConfig, Mode, PriorKind
+from aae.config import (AAEConfig, FieldType, Mode, Precision, PriorKind, StepMode,
+                        _field_type, field_types)
 from aae.errors import CapabilityError, InvalidInput
 from aae.model import AdversarialAutoencoder
 
@@ -125,10 +129,30 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
     ({"mode": "semi_supervised", "n_labels": 105}, "multiple of 10"),
     ({"mode": "unsupervised", "n_labels": 100}, "only meaningful"),
     ({"lr_reconstruction": 0}, "positive"),
+    ({"prior": "cauchy"}, "prior must be one of gaussian, mixture"),
+    ({"keep_best": "yes"}, "keep_best must be true or false"),
+    ({"vat_dropout": 1}, "vat_dropout must be true or false"),
+    ({"mode": "supervised", "sample_class_weight": 1.0}, "needs a model with a class code"),
 ])
 def test_config_validation(changes, match):
     with pytest.raises(ValueError, match=match):
         AAEConfig(**changes)
+
+
+def test_field_types_are_read_off_the_annotations():
+    kinds = field_types()
+    assert kinds["mode"] == FieldType(Mode) and kinds["step_mode"] == FieldType(StepMode)
+    assert kinds["keep_best"] == FieldType(bool) and kinds["vat_epsilon"] == FieldType(float)
+    assert kinds["n_labels"] == FieldType(int, optional=True)
+    assert kinds["lr_milestones"] == FieldType(int, sequence=True)
+    # what a new field of these shapes would get, without any list to edit
+    assert _field_type(float | None) == FieldType(float, optional=True)
+    assert _field_type(Optional[Precision]) == FieldType(Precision, optional=True)
+    assert _field_type(tuple[float, ...]) == FieldType(float, sequence=True)
+    # every enum field is coerced from its value
+    enums = {name: kind.base for name, kind in kinds.items() if issubclass(kind.base, Enum)}
+    coerced = AAEConfig(**{name: next(iter(enum)).value for name, enum in enums.items()})
+    assert all(isinstance(getattr(coerced, name), enum) for name, enum in enums.items())
 
 
 def test_config_json_is_stamped_and_read_tolerantly(tmp_path, caplog):

@@ -150,3 +150,25 @@ def test_keep_best_publishes_the_best_validated_epoch_and_says_so(fixture_data_d
     errors = [h["validation_error"] for h in metrics["history"]]
     assert (metrics["selected_epoch"], metrics["epochs"]) == (3, 4)
     assert metrics["validation_error"] == min(errors) < errors[-1]
+
+
+def test_every_config_flag_parses_its_fields_type():
+    """The flags are derived from the field types: an optional float is a float flag."""
+    import argparse
+
+    from aae.config import field_types
+    from cli.training import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    kinds = field_types()
+    for action in parser._actions:
+        kind = kinds.get(action.dest)
+        if kind is None or kind.base is bool or action.choices:
+            continue
+        assert action.type is kind.base, action.dest
+    args = parser.parse_args(["--mode", "semi_supervised", "--labels", "100",
+                              "--sample-class-weight", "0.5", "--lr-milestones", "3", "5",
+                              "--no-vat-dropout"])
+    cfg = config_from_args(args)
+    assert (cfg.sample_class_weight, cfg.lr_milestones, cfg.vat_dropout) == (0.5, (3, 5), False)
