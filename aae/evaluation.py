@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,3 +90,33 @@ def fit_cluster_map(model: AdversarialAutoencoder, digits: Digits,
     _, probabilities = _predict(model, digits, batch_size)
     assert probabilities is not None, "only models with a categorical code have clusters"
     return map_clusters(probabilities, digits.labels, how)
+
+
+@dataclass(frozen=True)
+class SampleFidelity:
+    """How often samples drawn for a class are read as that class."""
+
+    mean: float  # over the classes
+    per_class: list[float]  # index = the class asked for
+    per_class_samples: int
+
+
+@torch.no_grad()
+def sample_fidelity(model: AdversarialAutoencoder, read: Callable[[torch.Tensor], torch.Tensor],
+                    per_class: int = 100, seed: int = 0) -> SampleFidelity:
+    """Draw ``per_class`` samples of each class the way ``GET /sample?label=L`` does
+    (``model.sample``) and return the share that ``read`` (images -> the class each is read
+    as) reads as the class asked for. ``read`` may be the model's own classifier
+    (``own_classifier``) or an independent judge."""
+    generator = torch.Generator().manual_seed(seed)
+    shares = []
+    for label in range(model.cfg.n_classes):
+        images = model.sample(per_class, label, generator)
+        shares.append((read(images).cpu() == label).float().mean().item())
+    return SampleFidelity(sum(shares) / len(shares), shares, per_class)
+
+
+def own_classifier(model: AdversarialAutoencoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's own q(y|x) argmax, as a reader of its samples (a cluster index for
+    clustering models, which is also what their samples are asked by)."""
+    return lambda images: model.classify(images).argmax(1)

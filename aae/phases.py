@@ -219,6 +219,39 @@ def _regularization(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Ten
     return d_loss, g_loss
 
 
+def sample_class_loss(model: AdversarialAutoencoder, n: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample fidelity, for the decoder: minimise the cross-entropy of q(y | P(z, y)) against
+    y for prior draws z ~ p(z), y ~ Cat(n_classes), so that a sample of class y reads as y.
+    The encoder judges through clean passes (no dropout, batch norm's running statistics
+    left alone); only the decoder is meant to take this gradient."""
+    cfg, device = model.cfg, model.device
+    labels = torch.randint(cfg.n_classes, (n,), generator=generator).to(device)
+    z = model.prior.sample(n, generator).to(device)
+    x = torch.sigmoid(model.decoder(z, F.one_hot(labels, cfg.n_classes).float()))
+    with clean_passes(model.encoder):
+        _, logits = model.encoder(x)
+    return cfg.sample_class_weight * F.cross_entropy(logits.float(), labels)
+
+
+def _reconstruction_grads(model: AdversarialAutoencoder, opt: Optimizers,
+                          rec_loss: torch.Tensor, sample_loss: torch.Tensor | None,
+                          retain_graph: bool) -> tuple[torch.Tensor | None, ...]:
+    """The reconstruction phase's gradient over Q and P, with the sample-fidelity term's
+    gradient added for P's parameters alone (the tail of ``opt.autoencoder``)."""
+    grads = torch.autograd.grad(rec_loss, opt.autoencoder, retain_graph=retain_graph,
+                                allow_unused=True)
+    if sample_loss is None:
+        return grads
+    n_decoder = len(opt.autoencoder) - len(opt.encoder)
+    extra = torch.autograd.grad(sample_loss, opt.autoencoder[-n_decoder:],
+                                retain_graph=retain_graph, allow_unused=True)
+    head = grads[:-n_decoder]
+    tail = tuple(g if e is None else (e if g is None else g + e)
+                 for g, e in zip(grads[-n_decoder:], extra, strict=True))
+    return head + tail
+
+
 def _classifies(cfg: AAEConfig, batch: Batch) -> bool:
     """Whether the classification phase runs on this minibatch (semi-supervised: only
     with a labeled minibatch beside it)."""
@@ -276,6 +309,8 @@ def simultaneous_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Bat
         d_loss, g_loss = _regularization(model, z, y, batch, generator)
         rec_loss = reconstruction_loss(model.decoder(z, y), batch.x)
         c_terms = _classification(model, batch, x_in, y_logits)
+        s_loss = (sample_class_loss(model, batch.x.shape[0], generator)
+                  if cfg.sample_class_weight > 0 else None)
 
     grad = torch.autograd.grad
     steps = [(opt.discriminator, opt.discriminators, d_loss),
@@ -284,11 +319,15 @@ def simultaneous_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Bat
     if c_terms:
         assert opt.classification is not None
         steps.append((opt.classification, opt.encoder, sum(c_terms.values())))
-    grads = [grad(loss, params, retain_graph=i < len(steps) - 1, allow_unused=True)
-             for i, (_, params, loss) in enumerate(steps)]
+    grads = [_reconstruction_grads(model, opt, loss, s_loss, True)
+             if optimizer is opt.reconstruction else
+             grad(loss, params, retain_graph=i < len(steps) - 1, allow_unused=True)
+             for i, (optimizer, params, loss) in enumerate(steps)]
     for (optimizer, params, _), g in zip(steps, grads, strict=True):
         _apply(optimizer, params, g)
     losses = {name: t.detach() for name, t in c_terms.items()}
+    if s_loss is not None:
+        losses["sample_class"] = s_loss.detach()
     losses.update(reconstruction=rec_loss.detach(), discriminator=d_loss.detach(),
                   generator=g_loss.detach())
     return losses
@@ -308,8 +347,10 @@ def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch
         z, y_logits = model.encoder(x_in)
         y = _class_input(cfg, model, y_logits, batch.labels)
         rec_loss = reconstruction_loss(model.decoder(z, y), batch.x)
+        s_loss = (sample_class_loss(model, batch.x.shape[0], generator)
+                  if cfg.sample_class_weight > 0 else None)
         _apply(opt.reconstruction, opt.autoencoder,
-               grad(rec_loss, opt.autoencoder, allow_unused=True))
+               _reconstruction_grads(model, opt, rec_loss, s_loss, False))
 
         with torch.no_grad():
             z, y_logits = model.encoder(x_in)
@@ -331,6 +372,8 @@ def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch
             _apply(opt.classification, opt.encoder,
                    grad(sum(c_terms.values()), opt.encoder, allow_unused=True))
             losses = {name: t.detach() for name, t in c_terms.items()}
+    if s_loss is not None:
+        losses["sample_class"] = s_loss.detach()
     losses.update(reconstruction=rec_loss.detach(), discriminator=d_loss.detach(),
                   generator=g_loss.detach())
     return losses

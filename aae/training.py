@@ -28,7 +28,7 @@ from aae.config import AAEConfig, Mode, Precision
 from aae.data import Digits, MNISTSplits, neighbor_distances
 from aae.device import default_device, resolve_precision, subnormals_flushed
 from aae.errors import TrainingDiverged, TrainingStopped
-from aae.evaluation import evaluate, fit_cluster_map
+from aae.evaluation import evaluate, fit_cluster_map, own_classifier, sample_fidelity
 from aae.figures import latent_sample
 from aae.model import AdversarialAutoencoder
 from aae.optim import Optimizers, lr_scale, weight_average
@@ -283,4 +283,15 @@ class Trainer:
             "history": self.history,
             # the anomaly score's threshold, from the validation digits (aae.anomaly)
             "anomaly": calibrate(self.evaluated, self.splits.validation),
+            # the share of GET /sample?label=L images its own classifier reads as L
+            "sample_fidelity": self._sample_fidelity(),
         }
+
+    def _sample_fidelity(self) -> dict[str, Any] | None:
+        if not self.cfg.has_categorical:
+            return None
+        model = self.evaluated.eval()
+        fidelity = sample_fidelity(model, own_classifier(model))
+        return {"mean": round(fidelity.mean, 4),
+                "per_class": [round(share, 4) for share in fidelity.per_class],
+                "per_class_samples": fidelity.per_class_samples, "judge": "own classifier"}

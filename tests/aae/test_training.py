@@ -4,13 +4,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from aae.config import AAEConfig, Mode, Precision
+from aae.config import AAEConfig, Mode, Precision, StepMode
 from aae.data import splits_for
 from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate
 from aae.model import AdversarialAutoencoder
 from aae.optim import Optimizers
-from aae.phases import discriminator_loss, generator_loss
+from aae.phases import Batch, discriminator_loss, generator_loss, train_step
+from aae.presets import build_config
 from aae.training import Trainer
 
 
@@ -37,6 +38,39 @@ def test_each_phase_optimizes_its_own_networks(mode):
     assert len(discriminators) == (12 if mode in (Mode.SEMI_SUPERVISED, Mode.CLUSTERING) else 6)
     assert set(opt.named()) == {"reconstruction", "discriminator", "generator"} | (
         {"classification"} if mode is Mode.SEMI_SUPERVISED else set())
+
+
+@pytest.mark.parametrize("step_mode", list(StepMode))
+def test_the_sample_class_term_trains_the_decoder_alone(step_mode, fixture_data_dir):
+    """One step from the same weights and random state, with and without the term: every
+    network but the decoder ends identical (the term's draws come after all others)."""
+    cfg = build_config("default", mode="semi_supervised", n_labels=100, hidden=32,
+                       precision="fp32", step_mode=step_mode.value, validation_size=300)
+    splits = splits_for(cfg, fixture_data_dir)
+    after = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = AdversarialAutoencoder(cfg.replace(sample_class_weight=weight)).train()
+        opt = Optimizers(model, fused=False)
+        batch = Batch(x=splits.train.images[:100], x_labeled=splits.labeled.images[:100],
+                      y_labeled=splits.labeled.labels[:100])
+        losses = train_step(model, opt, batch, Precision.FP32)
+        assert ("sample_class" in losses) == (weight > 0)
+        after[weight] = {k: v.clone() for k, v in model.state_dict().items()}
+    changed = {k.split(".")[0] for k in after[0.0] if not torch.equal(after[0.0][k], after[1.0][k])}
+    # sequential draws the term's codes before the later phases' draws, so those differ too
+    assert changed == {"decoder"} if step_mode is StepMode.SIMULTANEOUS else "decoder" in changed
+
+
+def test_classifiers_report_the_fidelity_of_their_samples(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, epochs=1, max_steps=5,
+                    validation_size=300)
+    fidelity = Trainer(cfg, splits_for(cfg, fixture_data_dir)).fit().metrics["sample_fidelity"]
+    assert len(fidelity["per_class"]) == 10 and fidelity["per_class_samples"] == 100
+    assert fidelity["mean"] == pytest.approx(sum(fidelity["per_class"]) / 10, abs=1e-3)
+    unsupervised = cfg.replace(mode=Mode.UNSUPERVISED, n_labels=None)
+    metrics = Trainer(unsupervised, splits_for(unsupervised, fixture_data_dir)).fit().metrics
+    assert metrics["sample_fidelity"] is None
 
 
 def test_semi_supervised_training_on_real_digits_beats_chance_by_far(fixture_data_dir):
