@@ -28,6 +28,22 @@ def fixture_10k_data_dir() -> Path:
     return FIXTURES / "mnist-10k"
 
 
+# -- no skip goes unnoticed in CI ------------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``AAE_TESTS_FORBID_SKIPS=1`` (``.ci/run`` sets it, after installing every system
+    package the tests use), a test that skips fails instead, with its reason: a skip
+    reason that fires in CI means a missing install step, not a passing test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("AAE_TESTS_FORBID_SKIPS") == "1" \
+            and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped where skips are forbidden (AAE_TESTS_FORBID_SKIPS=1): {reason}"
+
+
 # -- real Redis servers and real worker processes (job queue tests) ------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
