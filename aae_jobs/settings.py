@@ -27,6 +27,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
+def default_model_dir() -> Path:
+    """``$XDG_DATA_HOME/aae/models``, else ``~/.local/share/aae/models``."""
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "aae" / "models"
+
+
+def store_line(model_dir: Path) -> str:
+    """What every process that serves or fills the store says at start."""
+    return f"checkpoint store: {Path(model_dir).resolve()} (AAE_MODEL_DIR moves it)"
+
+
 class AAESettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AAE_", populate_by_name=True)
 
@@ -37,7 +48,9 @@ class AAESettings(BaseSettings):
     redis_url: str = Field(DEFAULT_REDIS_URL,
                            validation_alias=AliasChoices("AAE_REDIS_URL", "REDIS_URL"))
     queue: str = "training"  # the RQ queue the API fills and the workers drain
-    model_dir: Path = Path("models")  # the checkpoint store (the shared volume)
+    # the checkpoint store (the shared volume): by default one per user, wherever a process
+    # starts, so that `aae up`, `aae models` and the API agree from any directory
+    model_dir: Path = Field(default_factory=lambda: default_model_dir())
     # logs: "text" (one readable line) or "json" (one JSON object per line); each line
     # carries the id of its request (API) or job (worker): aae_jobs.logs
     log_format: str = Field("text", pattern="^(text|json)$")

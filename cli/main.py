@@ -28,6 +28,7 @@ from aae.presets import DEFAULT_PRESET, PRESETS, preset_values
 from aae.store import CheckpointStore, validate_name
 from aae.training import Trainer
 from aae_jobs import logs
+from aae_jobs.settings import store_line
 from cli import sweep
 from cli.progress import ProgressBar, duration
 from cli.settings import get_settings
@@ -170,6 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from service.core.metrics import prepare_multiprocess_dir
 
         prepare_multiprocess_dir()  # no stale values of an earlier run
+        print(f"aae serve: {store_line(get_settings().model_dir)}", file=sys.stderr, flush=True)
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers)
     return 0

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from aae_jobs.settings import store_line
 from cli.embedded_redis import EmbeddedRedis
 from cli.settings import CLISettings
 
@@ -154,7 +155,7 @@ def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
             if _wait_until_serving(f"{base}/healthz", children[-1].process):
                 print(f"aae up: API on {base} (docs: {base}/docs), {workers} worker(s), "
                       f"Redis {'at REDIS_URL' if settings.redis_configured else 'embedded'}"
-                      f". Train a model:\n  curl -X POST {base}/jobs/train -H "
+                      f", {store_line(settings.model_dir)}. Train a model:\n  curl -X POST {base}/jobs/train -H "
                       "'Content-Type: application/json' -d '{\"mode\": \"semi_supervised\", "
                       "\"n_labels\": 100, \"epochs\": 10}'\nCtrl-C stops everything.",
                       file=sys.stderr, flush=True)

@@ -172,3 +172,31 @@ def test_every_config_flag_parses_its_fields_type():
                               "--no-vat-dropout"])
     cfg = config_from_args(args)
     assert (cfg.sample_class_weight, cfg.lr_milestones, cfg.vat_dropout) == (0.5, (3, 5), False)
+
+
+def test_the_store_is_one_per_user_wherever_the_command_runs(tmp_path, fixture_data_dir):
+    """Without AAE_MODEL_DIR the store is ~/.local/share/aae/models (or under
+    XDG_DATA_HOME), not a folder of the current directory."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("AAE_MODEL_DIR", "XDG_DATA_HOME")}
+    env["HOME"] = str(home)
+    store = home / ".local" / "share" / "aae" / "models"
+
+    def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+        cwd.mkdir(exist_ok=True)
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=env,
+                              text=True, capture_output=True, timeout=300)
+
+    empty = run(tmp_path / "a", "models")
+    assert empty.returncode == 0 and f"no models in {store}" in empty.stdout
+    trained = run(tmp_path / "b", "train", "--mode", "unsupervised", "--hidden", "16",
+                  "--max-steps", "2", "--validation-size", "300", "--name", "findable",
+                  "--data-dir", str(fixture_data_dir))
+    assert trained.returncode == 0, trained.stderr
+    assert f"to {store}" in trained.stdout
+    listed = run(tmp_path / "a", "models")
+    assert "findable" in listed.stdout
+    assert not (tmp_path / "a" / "models").exists() and not (tmp_path / "b" / "models").exists()
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    assert f"no models in {tmp_path / 'data' / 'aae' / 'models'}" in run(tmp_path / "a",
+                                                                      "models").stdout

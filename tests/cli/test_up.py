@@ -85,6 +85,8 @@ def test_up_runs_redis_a_worker_and_the_api_and_stops_them_on_ctrl_c(
     alive = psutil.wait_procs(children, timeout=10)[1]
     assert not alive, f"still running after Ctrl-C: {alive}"
     assert (tmp_path / "models" / ".redis" / "dump.rdb").is_file()  # the queue was saved
+    # it said where the store is
+    assert f"checkpoint store: {tmp_path / 'models'}" in (tmp_path / "up.log").read_text()
 
 
 @pytest.mark.slow
