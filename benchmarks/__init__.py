@@ -1,0 +1,1 @@
+"""Measurements behind the figures in docs/, run as modules: python -m benchmarks.quality."""

@@ -4,7 +4,7 @@ Scores both test sets (10,000 each) with ``aae.anomaly`` and prints the ROC AUC 
 telling them apart, and how many of each the version's calibrated threshold flags;
 draws their score histograms with the threshold to ``--figure``.
 
-    python benchmarks/anomaly_auc.py --store runs/models --model default-published \\
+    python -m benchmarks.anomaly_auc --store runs/models --model default-published \\
         --data-dir ../shared/data/mnist --fashion /usr/share/datasets/fashion-mnist
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae import anomaly  # noqa: E402
-from aae.checkpoints import load_model  # noqa: E402
-from aae.data import load_digits  # noqa: E402
-from aae.store import CheckpointStore  # noqa: E402
+from aae import anomaly
+from aae.checkpoints import load_model
+from aae.data import load_digits
+from aae.store import CheckpointStore
 
 
 def auc(negatives: np.ndarray, positives: np.ndarray) -> float:

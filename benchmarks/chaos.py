@@ -16,8 +16,8 @@ store and Redis (never from log lines):
 - leftover temp dirs: ``.tmp-*`` anywhere in the store, and scratch directories of
   ended jobs.
 
-    python benchmarks/chaos.py                      # 16 jobs, 150 s of kills
-    python benchmarks/chaos.py --seed 1234 --jobs 8 --duration 60
+    python -m benchmarks.chaos                      # 16 jobs, 150 s of kills
+    python -m benchmarks.chaos --seed 1234 --jobs 8 --duration 60
 """
 
 from __future__ import annotations
@@ -38,12 +38,11 @@ import psutil
 from redis import Redis
 from redis.exceptions import RedisError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from aae.store import CheckpointStore
+from aae_jobs.contract import starts_key
+from cli.embedded_redis import EmbeddedRedis
 
-from aae.store import CheckpointStore  # noqa: E402
-from aae_jobs.contract import starts_key  # noqa: E402
-from cli.embedded_redis import EmbeddedRedis  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURE = ROOT / "tests" / "fixtures" / "mnist"
 JOB = {"mode": "semi_supervised", "n_labels": 100, "epochs": 3, "batch_size": 20,

@@ -7,7 +7,7 @@ service under uvicorn (one process), wrk on loopback at concurrency 64 against
 ``--rounds`` rounds. Training: each tree's ``benchmarks/train_speed.py`` step in its own
 process (the library step only, the seed's recipe), alternating likewise. Medians.
 
-    python benchmarks/compare_revisions.py --before fa2d6cc
+    python -m benchmarks.compare_revisions --before fa2d6cc
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.serve_load import MODEL, Server, prepare, wrk
 
-from benchmarks.serve_load import MODEL, Server, prepare, wrk  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN = """
-import sys, time, torch
-sys.path.insert(0, {root!r})
+import time, torch
 from aae.config import AAEConfig, Mode
 from aae.data import load_splits
 from aae.device import tune_cpu_allocator
@@ -66,8 +64,7 @@ class TreeServer(Server):
 
 
 def train_speed(tree: Path, steps: int) -> float:
-    code = TRAIN.format(root=str(tree), fixture=str(ROOT / "tests" / "fixtures" / "mnist"),
-                        steps=steps)
+    code = TRAIN.format(fixture=str(ROOT / "tests" / "fixtures" / "mnist"), steps=steps)
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(tree)})
     return float(re.search(r"steps/s ([\d.]+)", out.stdout).group(1))

@@ -5,25 +5,22 @@ Trains a preset (100 labels by default, the labels and data order drawn by --see
 true class, columns: predicted) and the pairs confused most. Made to look at runs that
 stick at 13-20% (docs/quality.md, "The same recipe on another machine").
 
-    OMP_NUM_THREADS=1 python benchmarks/confusion.py --data-dir ../shared/data/mnist --steps 1500
+    OMP_NUM_THREADS=1 python -m benchmarks.confusion --data-dir ../shared/data/mnist --steps 1500
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.data import default_data_dir, splits_for  # noqa: E402
-from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
-from aae.presets import build_config, preset_names  # noqa: E402
-from aae.training import Trainer  # noqa: E402
-from quality import parse_sets  # noqa: E402
+from aae.data import default_data_dir, splits_for
+from aae.device import flush_denormals, tune_cpu_allocator
+from aae.presets import build_config, preset_names
+from aae.training import Trainer
+from benchmarks.quality import parse_sets
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ of the rounds). The warm-up runs without flushing, as training did before.
 The entry points turn flushing on (``aae.device.flush_denormals``); this is the
 measurement behind it. The setting is per thread, so this runs on one torch thread.
 
-    OMP_NUM_THREADS=1 python benchmarks/denormals.py --data-dir ../shared/data/mnist
+    OMP_NUM_THREADS=1 python -m benchmarks.denormals --data-dir ../shared/data/mnist
 """
 
 from __future__ import annotations
@@ -18,21 +18,18 @@ import copy
 import itertools
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.config import Mode  # noqa: E402
-from aae.data import splits_for  # noqa: E402
-from aae.device import tune_cpu_allocator  # noqa: E402
-from aae.phases import train_step  # noqa: E402
-from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
-from aae.training import Trainer  # noqa: E402
-from quality import parse_sets  # noqa: E402
+from aae.config import Mode
+from aae.data import splits_for
+from aae.device import tune_cpu_allocator
+from aae.phases import train_step
+from aae.presets import DEFAULT_PRESET, build_config
+from aae.training import Trainer
+from benchmarks.quality import parse_sets
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mnist"
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny

@@ -11,7 +11,7 @@ side in one process (rounds alternate between the two; median of the rounds).
 - ``BodySizeLimit`` (service/core/limits.py) against FastAPI's ``max_body_size``, for a POST
   whose route reads a 300-byte body.
 
-    pip install -e '.[bench]' && python benchmarks/hand_written.py
+    pip install -e '.[bench]' && python -m benchmarks.hand_written
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import argparse
 import asyncio
 import io
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -31,12 +29,10 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.routing import APIRoute
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.images import encode_png  # noqa: E402
-from service.inference.inputs import multipart_files  # noqa: E402
-from service.core.limits import BodySizeLimit  # noqa: E402
-from service.core.query_route import QueryOnlyRoute  # noqa: E402
+from aae.images import encode_png
+from service.core.limits import BodySizeLimit
+from service.core.query_route import QueryOnlyRoute
+from service.inference.inputs import multipart_files
 
 
 def per_call_us(fn: Callable[[], object], calls: int) -> float:

@@ -18,7 +18,7 @@ probe's answer waited behind them and behind its garbage collector (one collecti
 82 ms was seen in a 10 s flood). ``--probes-in-load-client`` probes from the load's
 client instead, as the first version of this benchmark did.
 
-    python benchmarks/overload.py
+    python -m benchmarks.overload
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.serve_load import free_port
+from cli.embedded_redis import EmbeddedRedis
 
-from benchmarks.serve_load import free_port  # noqa: E402
-from cli.embedded_redis import EmbeddedRedis  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OPEN_LOOP = "/sample?n=256&scale=16"
 FLOOD = "/sample?n=256&scale=16"
@@ -121,8 +120,8 @@ class Prober:
             self.tasks = [asyncio.create_task(probe(client, p, self.stopped, self.out[p]))
                           for p in self.paths]
             return
-        self.proc = subprocess.Popen([sys.executable, __file__, "--probe", self.url,
-                                      *self.paths], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.overload", "--probe",
+                                      self.url, *self.paths], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout.readline().strip() == "probing"
 

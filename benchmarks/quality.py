@@ -7,12 +7,12 @@ once per run and never used to choose anything. Clustering models (``--mode
 clustering``) are scored through the cluster -> label map their config names
 (``cluster_mapping``), fitted on the validation split.
 
-    python benchmarks/quality.py --data-dir ../shared/data/mnist --preset default \\
+    python -m benchmarks.quality --data-dir ../shared/data/mnist --preset default \\
         --labels 100 --seeds 1 2 3 --name default
-    python benchmarks/quality.py --preset seed --labels 100 --set epochs=20 --name seed-20ep
-    python benchmarks/quality.py --mode clustering --set n_classes=30 --name clusters-30
-    python benchmarks/quality.py --table docs/runs/x8-*.log
-    python benchmarks/quality.py --curves docs/runs/x8-cluster30-best-seed*.log \
+    python -m benchmarks.quality --preset seed --labels 100 --set epochs=20 --name seed-20ep
+    python -m benchmarks.quality --mode clustering --set n_classes=30 --name clusters-30
+    python -m benchmarks.quality --table docs/runs/x8-*.log
+    python -m benchmarks.quality --curves docs/runs/x8-cluster30-best-seed*.log \
         --reference "paper=4.1" --output curves.png
 """
 
@@ -24,23 +24,20 @@ import io
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.checkpoints import publish_model  # noqa: E402
-from aae.data import default_data_dir, splits_for  # noqa: E402
-from aae.store import CheckpointStore  # noqa: E402
-from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
-from aae.presets import build_config, preset_names  # noqa: E402
-from aae.errors import AAEError  # noqa: E402
-from aae.runlog import RunLog, refuse_overwrite  # noqa: E402
-from aae.training import Trainer  # noqa: E402
+from aae.checkpoints import publish_model
+from aae.data import default_data_dir, splits_for
+from aae.device import flush_denormals, tune_cpu_allocator
+from aae.errors import AAEError
+from aae.presets import build_config, preset_names
+from aae.runlog import RunLog, refuse_overwrite
+from aae.store import CheckpointStore
+from aae.training import Trainer
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
 
@@ -70,7 +67,7 @@ def run(data_dir: Path, preset: str, mode: str, labels: int | None, seed: int, s
     cfg = build_config(preset, **{"mode": mode, "n_labels": labels, "seed": seed, **sets})
     splits = splits_for(cfg, data_dir)
     log_path = log_path_of(name, seed)
-    log = RunLog(log_path, f"{name} seed {seed}: python benchmarks/quality.py --data-dir "
+    log = RunLog(log_path, f"{name} seed {seed}: python -m benchmarks.quality --data-dir "
                  f"{data_dir} --preset {preset} --mode {mode} --labels {labels} "
                  f"--seeds {seed} --name {name} "
                  + " ".join(f"--set {k}={v!r}" for k, v in sets.items()), cfg,

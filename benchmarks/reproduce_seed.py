@@ -5,25 +5,22 @@ z of 2 dimensions, prior std 5, learning rates 6e-4/8e-4/1e-3, batch 100) for
 each number of labels, and prints the error on the 10,000 test digits against
 steps and training time (evaluation time excluded).
 
-    python benchmarks/reproduce_seed.py --data-dir ../shared/data/mnist
-    python benchmarks/reproduce_seed.py --data-dir ../shared/data/mnist --labels 100 --steps 2000
+    python -m benchmarks.reproduce_seed --data-dir ../shared/data/mnist
+    python -m benchmarks.reproduce_seed --data-dir ../shared/data/mnist --labels 100 --steps 2000
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.config import AAEConfig, Mode, Precision  # noqa: E402
-from aae.data import default_data_dir, load_splits  # noqa: E402
-from aae.device import tune_cpu_allocator  # noqa: E402
-from aae.evaluation import evaluate  # noqa: E402
-from aae.training import Progress, Trainer  # noqa: E402
+from aae.config import AAEConfig, Mode, Precision
+from aae.data import default_data_dir, load_splits
+from aae.device import tune_cpu_allocator
+from aae.evaluation import evaluate
+from aae.training import Progress, Trainer
 
 
 def run(data_dir: Path, labels: int, steps: int, every: int, precision: str) -> list[tuple]:

@@ -11,8 +11,8 @@ for ``POST /classify`` with a PNG digit (multipart) and ``GET /sample?label=7``;
 then the service again with more uvicorn worker processes. Needs ``wrk`` (Debian's
 package). Prints a Markdown table.
 
-    python benchmarks/serve_load.py
-    python benchmarks/serve_load.py --duration 10 --concurrency 1 16 64 --workers 1 2 4
+    python -m benchmarks.serve_load
+    python -m benchmarks.serve_load --duration 10 --concurrency 1 16 64 --workers 1 2 4
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ import httpx
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from aae.checkpoints import publish_model
+from aae.config import AAEConfig, Mode
+from aae.data import load_splits
+from aae.store import CheckpointStore
+from aae.training import Trainer
 
-from aae.checkpoints import publish_model  # noqa: E402
-from aae.config import AAEConfig, Mode  # noqa: E402
-from aae.data import load_splits  # noqa: E402
-from aae.store import CheckpointStore  # noqa: E402
-from aae.training import Trainer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURE = ROOT / "tests" / "fixtures" / "mnist"
 MODEL = "bench"

@@ -8,26 +8,23 @@ excluded) at which each recipe first reaches 10%, 5%, 3% and 2% test error is pr
 "never" if not within its budget. Run it on an otherwise idle machine: the times are the
 figure. Each run's per-epoch log goes to ``docs/runs/time-to-accuracy-<preset>.log``.
 
-    python benchmarks/time_to_accuracy.py --data-dir ../shared/data/mnist
-    python benchmarks/time_to_accuracy.py --presets default seed --budget-s 600
+    python -m benchmarks.time_to_accuracy --data-dir ../shared/data/mnist
+    python -m benchmarks.time_to_accuracy --presets default seed --budget-s 600
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.data import default_data_dir, splits_for  # noqa: E402
-from aae.device import flush_denormals, tune_cpu_allocator  # noqa: E402
-from aae.errors import TrainingStopped  # noqa: E402
-from aae.evaluation import evaluate  # noqa: E402
-from aae.presets import build_config, preset_names  # noqa: E402
-from aae.training import Trainer  # noqa: E402
+from aae.data import default_data_dir, splits_for
+from aae.device import flush_denormals, tune_cpu_allocator
+from aae.errors import TrainingStopped
+from aae.evaluation import evaluate
+from aae.presets import build_config, preset_names
+from aae.training import Trainer
 
 THRESHOLDS = (0.10, 0.05, 0.03, 0.02)
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
@@ -41,7 +38,7 @@ def run(data_dir: Path, preset: str, labels: int, seed: int, budget_s: float,
     reached: dict[float, float | None] = dict.fromkeys(THRESHOLDS)
     RUNS.mkdir(parents=True, exist_ok=True)
     log = open(RUNS / f"time-to-accuracy-{preset}.log", "w", encoding="utf-8")
-    log.write(f"# python benchmarks/time_to_accuracy.py --presets {preset} --labels {labels} "
+    log.write(f"# python -m benchmarks.time_to_accuracy --presets {preset} --labels {labels} "
               f"--seed {seed} --budget-s {budget_s:g}\n# epoch train_s test_error\n")
     eval_s = 0.0
     start = time.perf_counter()

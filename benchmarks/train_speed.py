@@ -8,8 +8,8 @@ API use), which may cost more per step than the seed's. With --accuracy-steps bo
 also trained that many steps from the same seed and
 their test errors are printed, to show that the speed costs no accuracy.
 
-    python benchmarks/train_speed.py --data-dir ../shared/data/mnist
-    python benchmarks/train_speed.py --data-dir ../shared/data/mnist --accuracy-steps 2000
+    python -m benchmarks.train_speed --data-dir ../shared/data/mnist
+    python -m benchmarks.train_speed --data-dir ../shared/data/mnist --accuracy-steps 2000
 """
 
 from __future__ import annotations
@@ -17,21 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from aae.config import AAEConfig, Mode, Precision  # noqa: E402
-from aae.data import splits_for  # noqa: E402
-from aae.device import tune_cpu_allocator  # noqa: E402
-from aae.presets import DEFAULT_PRESET, build_config  # noqa: E402
-from aae.training import Trainer  # noqa: E402
-from seed_step import SeedTrainer  # noqa: E402
+from aae.config import AAEConfig, Mode, Precision
+from aae.data import splits_for
+from aae.device import tune_cpu_allocator
+from aae.presets import DEFAULT_PRESET, build_config
+from aae.training import Trainer
+from benchmarks.seed_step import SeedTrainer
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mnist"
 

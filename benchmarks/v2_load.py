@@ -6,8 +6,8 @@ The V2 requests are what ``tritonclient.http`` sends by default: a JSON header
 output asked for in binary. Batches of 1 and 16 digits per request; /classify gets one
 PNG per request (multipart), as in benchmarks/serve_load.py. Needs ``wrk``.
 
-    python benchmarks/v2_load.py
-    python benchmarks/v2_load.py --duration 8 --concurrency 1 64 --batch 1 16
+    python -m benchmarks.v2_load
+    python -m benchmarks.v2_load --duration 8 --concurrency 1 64 --batch 1 16
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from aae.data import load_splits
+from benchmarks.serve_load import FIXTURE, MODEL, Server, prepare, wrk
 
-from aae.data import load_splits  # noqa: E402
-from benchmarks.serve_load import FIXTURE, MODEL, Server, prepare, wrk  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LUA = """
 wrk.method = "POST"

@@ -8,26 +8,23 @@ Two checks behind docs/quality.md's VAT finding, on full MNIST with 100 labels:
 2. training: that classifier trained ``--steps`` steps with cross-entropy on the labels,
    without and with VAT on unlabeled minibatches; validation error every 1,000 steps.
 
-    python benchmarks/vat_check.py --data-dir ../shared/data/mnist
+    python -m benchmarks.vat_check --data-dir ../shared/data/mnist
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aae.config import AAEConfig, Mode  # noqa: E402
-from aae.data import default_data_dir, load_splits  # noqa: E402
-from aae.nets import Encoder  # noqa: E402
-from aae.phases import _kl, _unit, vat_loss  # noqa: E402
+from aae.config import AAEConfig, Mode
+from aae.data import default_data_dir, load_splits
+from aae.nets import Encoder
+from aae.phases import _kl, _unit, vat_loss
 
 
 def classifier() -> Encoder:

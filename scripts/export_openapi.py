@@ -1,7 +1,7 @@
 """Write the service's OpenAPI document to openapi.yaml at the repository root.
 
-    python scripts/export_openapi.py            # write openapi.yaml
-    python scripts/export_openapi.py --check    # exit 1 if openapi.yaml is out of date
+    python -m scripts.export_openapi            # write openapi.yaml
+    python -m scripts.export_openapi --check    # exit 1 if openapi.yaml is out of date
 
 tests/service/test_openapi.py fails while the committed file differs from what the app
 generates; run this script after changing a route or a schema.
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = yaml.safe_load(args.output.read_text()) if args.output.exists() else None
         if current != schema:
-            print(f"{args.output} is out of date: run python scripts/export_openapi.py",
+            print(f"{args.output} is out of date: run python -m scripts.export_openapi",
                   file=sys.stderr)
             return 1
         return 0

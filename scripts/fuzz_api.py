@@ -6,8 +6,8 @@ on the committed ``openapi.yaml`` with the committed ``schemathesis.toml`` (the 
 a schema-valid request may still get, per operation, each with its reason). Exits with
 schemathesis's status, and 1 if it skipped any operation.
 
-    python scripts/fuzz_api.py                     # the full run (trains a small model first)
-    python scripts/fuzz_api.py --max-examples 5    # what tests/service/test_fuzz.py runs
+    python -m scripts.fuzz_api                     # the full run (trains a small model first)
+    python -m scripts.fuzz_api --max-examples 5    # what tests/service/test_fuzz.py runs
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cli.embedded_redis import EmbeddedRedis
 
-from cli.embedded_redis import EmbeddedRedis  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = ROOT / "schemathesis.toml"
 OPENAPI = ROOT / "openapi.yaml"

@@ -1,7 +1,7 @@
 """Screenshots of the service's pages for the README, in headless Chromium with every host
 but this machine unreachable (the pages must work offline).
 
-    python scripts/screenshots.py --model-dir runs/models --model default-published
+    python -m scripts.screenshots --model-dir runs/models --model default-published
 
 writes docs/img/docs.png, and with a store holding a model, docs/img/models.png,
 docs/img/play.png (a digit drawn and classified, the code walked) and docs/img/jobs.png.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -24,12 +23,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from service.app import create_app
+from service.settings import ServiceSettings
+
 os.environ.setdefault("SE_AVOID_STATS", "true")  # no usage statistics sent anywhere
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from service.app import create_app  # noqa: E402
-from service.settings import ServiceSettings  # noqa: E402
 
 
 def views(driver, base: str, model: str, target: Path) -> None:

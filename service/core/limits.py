@@ -2,7 +2,7 @@
 
 FastAPI 0.16x has ``FastAPI(max_body_size=...)`` (Starlette's ``RequestBodyLimit``
 middleware). It is kept out for what it answers, not for speed (49 against 56 us per
-request, ``python benchmarks/hand_written.py``): it checks the size only when a route
+request, ``python -m benchmarks.hand_written``): it checks the size only when a route
 reads the body and answers with a plain-text "Content Too Large" (or a 413 in place of
 any response whose request declared too long a body), where this middleware refuses
 before routing with a problem document that says the size and the limit.

@@ -5,7 +5,7 @@ The inference routes read their bodies themselves (multipart, raw images, JSON),
 FastAPI's request handling does little for them but validate a few query parameters,
 one at a time; for ``/sample``'s six that costs 119 us per request against 49 us with
 this route class (the routing and validation alone, in-process, measured side by side
-by ``python benchmarks/hand_written.py``). With this route class FastAPI still reads the endpoint's
+by ``python -m benchmarks.hand_written``). With this route class FastAPI still reads the endpoint's
 signature for the OpenAPI schema, and at request time one pydantic model built from
 that same signature validates the query string: the same rules, the same messages,
 errors raised as FastAPI's ``RequestValidationError`` (so they become the same 422

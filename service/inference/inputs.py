@@ -7,7 +7,7 @@
 
 Multipart bodies are split here rather than by Starlette's form parser (python-multipart,
 which builds an upload object per part): 54 against 108 us for a one-digit upload,
-measured side by side by ``python benchmarks/hand_written.py``.
+measured side by side by ``python -m benchmarks.hand_written``.
 
 A JSON body's nesting is measured before it is parsed (``json_depth``, numpy over the
 bytes): deeper than ``max_depth`` is a 400, as is a body that is not JSON at all.

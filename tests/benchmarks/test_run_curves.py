@@ -1,4 +1,4 @@
-"""The run curves of ``python benchmarks/quality.py --curves``, compared across run logs."""
+"""The run curves of ``python -m benchmarks.quality --curves``, compared across run logs."""
 
 import io
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,15 +40,13 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
 import yaml
 
 from cli.embedded_redis import EmbeddedRedis
+from scripts.fuzz_api import fuzz
 from service.app import create_app
 from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_YAML = ROOT / "openapi.yaml"
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from fuzz_api import fuzz  # noqa: E402
 
 schema = schemathesis.openapi.from_path(OPENAPI_YAML)
 

@@ -1,0 +1,1 @@
+"""Maintenance scripts, run as modules: python -m scripts.export_openapi, and so on."""
