@@ -133,10 +133,13 @@ def _watch_redis(redis: EmbeddedRedis, state: dict[str, float]) -> None:
 def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
     """Run Redis (unless one is configured), ``workers`` workers and the API until
     interrupted, starting each again when it dies. Returns 0 after a requested stop."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C
+    # our own handlers for both: a shell that starts us in the background of a script
+    # hands us SIGINT ignored, and Ctrl-C or kill -INT must stop us all the same
+    previous = {signum: signal.signal(signum, _interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     children: list[Child] = []
     with ExitStack() as stack:
-        stack.callback(signal.signal, signal.SIGTERM, previous)
+        stack.callback(signal.signal, signal.SIGTERM, previous[signal.SIGTERM])
         try:
             redis_url, redis = settings.redis_url, None
             if not settings.redis_configured:
@@ -171,7 +174,7 @@ def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
             return 0
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still stop cleanly
-            stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+            stack.callback(signal.signal, signal.SIGINT, previous[signal.SIGINT])
             for child in reversed(children):  # the API first, Redis last
                 if child.process is not None:
                     _stop(child.name, child.process, signals=1 if child.name == "api" else 2,

@@ -89,6 +89,29 @@ def test_up_runs_redis_a_worker_and_the_api_and_stops_them_on_ctrl_c(
     assert f"checkpoint store: {tmp_path / 'models'}" in (tmp_path / "up.log").read_text()
 
 
+def test_up_started_with_sigint_ignored_still_stops_on_kill_int(tmp_path, fixture_data_dir,
+                                                               wait_for):
+    """A non-interactive shell starts background jobs with SIGINT ignored; aae up installs
+    its own handler, so kill -INT stops it and everything it started, in order."""
+    port = free_port()
+    with (tmp_path / "up.log").open("a") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "up", "--port", str(port)], cwd=tmp_path,
+            env=up_env(tmp_path, fixture_data_dir), stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+
+    def serving() -> bool:
+        assert up.poll() is None, (tmp_path / "up.log").read_text()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+    wait_for(serving, timeout=120, what="the API", interval=0.2)
+    children = psutil.Process(up.pid).children(recursive=True)
+    ctrl_c(up, tmp_path)
+    assert not psutil.wait_procs(children, timeout=10)[1]
+
+
 @pytest.mark.slow
 def test_a_job_interrupted_by_ctrl_c_resumes_at_the_next_up(tmp_path, fixture_data_dir,
                                                            wait_for):
