@@ -22,15 +22,36 @@ from aae.selection import Metric, metric_value
 SEED = "seed"
 
 
+class TooManyPoints(ValueError):
+    """A sweep declares more points than allowed; said before any point is made."""
+
+
+def count_points(grid: Mapping[str, Sequence[Any]], limit: int | None = None) -> int:
+    """The number of points of a grid, the product of its lists' lengths, computed without
+    expanding it; past ``limit``, ``TooManyPoints`` at once (the product of many long
+    lists is never formed)."""
+    count = 1
+    for values in grid.values():
+        count *= len(values)
+        if limit is not None and count > limit:
+            raise TooManyPoints(f"the sweep has more than {limit} points (the product of its "
+                                "lists' lengths), more than allowed")
+    return count
+
+
 def expand(grid: Mapping[str, Sequence[Any]] | None = None,
-           points: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+           points: Sequence[Mapping[str, Any]] | None = None,
+           limit: int | None = None) -> list[dict[str, Any]]:
     """The points of a grid (the product of its values, in the grid's key order, the
-    last key varying fastest) or of an explicit list; exactly one must be given."""
+    last key varying fastest) or of an explicit list; exactly one must be given. More
+    than ``limit`` points is ``TooManyPoints``, found before any point is made."""
     if (grid is None) == (points is None):
         raise ValueError("grid or points: give exactly one")
     if points is not None:
         if not points:
             raise ValueError("points: give at least one")
+        if limit is not None and len(points) > limit:
+            raise TooManyPoints(f"the sweep has {len(points)} points, more than allowed")
         return [dict(p) for p in points]
     assert grid is not None
     if not grid:
@@ -38,6 +59,7 @@ def expand(grid: Mapping[str, Sequence[Any]] | None = None,
     for name, values in grid.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
             raise ValueError(f"grid.{name}: give a non-empty list of values")
+    count_points(grid, limit)
     keys = list(grid)
     return [dict(zip(keys, combo, strict=True))
             for combo in itertools.product(*(grid[k] for k in keys))]

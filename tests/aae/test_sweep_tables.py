@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import statistics
+import time
 
 import pytest
 
-from aae.sweeps import PointResult, expand, label, rank, seed_groups, table
+from aae.sweeps import PointResult, TooManyPoints, count_points, expand, label, rank, seed_groups, table
 
 
 def test_a_grid_is_the_product_of_its_values_the_last_field_fastest():
@@ -23,6 +24,18 @@ def test_a_grid_is_the_product_of_its_values_the_last_field_fastest():
 def test_a_sweep_needs_exactly_one_non_empty_grid_or_list(grid, points):
     with pytest.raises(ValueError):
         expand(grid=grid, points=points)
+
+
+def test_a_grid_past_the_limit_is_refused_before_any_point_is_made():
+    huge = {f"f{i}": list(range(100)) for i in range(8)}  # 10^16 points
+    start = time.perf_counter()
+    with pytest.raises(TooManyPoints, match="more than 64 points"):
+        expand(grid=huge, limit=64)
+    assert time.perf_counter() - start < 0.1
+    assert count_points({"z_dim": [2, 10], "seed": [1, 2, 3]}) == 6
+    assert len(expand(grid={"z_dim": [2, 10], "seed": [1, 2, 3]}, limit=6)) == 6
+    with pytest.raises(TooManyPoints, match="7 points, more than allowed"):
+        expand(points=[{}] * 7, limit=6)
 
 
 def _point(index, status="finished", error=None, seed=None, **overrides):
