@@ -10,12 +10,16 @@ process lives on until it is asked to stop.
 
 Each job runs in a forked work horse. The parent imports torch and the training code
 before forking, so that jobs start at once, but never touches CUDA: a CUDA context does
-not survive ``fork``. Jobs pick CUDA when present, in the horse.
+not survive ``fork``. Jobs pick CUDA when present, in the horse. A horse dies with its
+worker (``die_with_parent``), so a host runs at most as many trainings as workers.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,23 @@ from worker.tasks import SCRATCH_DIR, datasets  # also loads torch and aae befor
 
 logger = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``), and exit now if ``parent_pid`` is already gone (it died before
+    the request was made). Elsewhere the horse checks nothing: a warning says so."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    except (OSError, AttributeError) as exc:
+        logger.warning("a training process cannot die with its worker here: %s", exc)
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
 
 class TrainingWorker(Worker):
     """An RQ ``Worker`` whose maintenance also hands the jobs of dead workers back to RQ
@@ -56,6 +77,15 @@ class TrainingWorker(Worker):
         self.scratch_root = model_dir / SCRATCH_DIR
         self.datasets = datasets
         self.stopping = False  # asked to stop (SIGINT, SIGTERM), as opposed to giving up
+        self.worker_pid = os.getpid()  # the horse's parent
+
+    def setup_work_horse_signals(self) -> None:
+        """RQ's signals in the horse, and the horse's death with its worker's: a worker
+        killed outright (kill -9, the out-of-memory killer) takes its training with it,
+        so a restarted worker never trains beside an orphan, and the job is resumed under
+        the lease rules."""
+        super().setup_work_horse_signals()
+        die_with_parent(self.worker_pid)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self.stopping = True

@@ -156,6 +156,60 @@ def child_pids(up: subprocess.Popen, marker: str) -> list[int]:
     return pids
 
 
+def training_processes(model_dir: Path) -> list[psutil.Process]:
+    """Work horses of this test's workers, wherever they are (an orphan leaves aae up's
+    tree): forks of ``python -m worker`` whose parent is one too, or whose parent is gone."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "ppid"]):
+        try:
+            if ("-m worker" not in " ".join(process.info["cmdline"] or [])
+                    or process.environ().get("AAE_MODEL_DIR") != str(model_dir)
+                    or process.status() == psutil.STATUS_ZOMBIE):
+                continue
+            parent = psutil.Process(process.info["ppid"])
+            if "-m worker" in " ".join(parent.cmdline()) or parent.pid == 1:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_killed_workers_training_dies_with_it_and_the_job_resumes_once(
+        tmp_path, fixture_data_dir, wait_for):
+    """kill -9 of the worker alone under aae up --workers 1: its training process dies
+    with it, so at most one training runs at any moment while aae up brings a worker
+    back, and the job resumes and publishes one version."""
+    port = free_port()
+    env = up_env(tmp_path, fixture_data_dir, AAE_CHECKPOINT_EVERY="1", AAE_LEASE_TTL_S="3",
+                 AAE_MAINTENANCE_INTERVAL_S="1")
+    up = start_up(tmp_path, env, port, wait_for)
+    model_dir = tmp_path / "models"
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            job = client.post("/jobs/train", json={
+                "mode": "semi_supervised", "n_labels": 100, "hidden": 64, "batch_size": 20,
+                "validation_size": 300, "epochs": 8}).json()["id"]
+            wait_for(lambda: ((client.get(f"/jobs/{job}").json().get("progress") or {})
+                              .get("step")), timeout=60, what="training", interval=0.2)
+            (horse,) = training_processes(model_dir)
+            worker = horse.parent()
+            worker.kill()
+            wait_for(lambda: not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE,
+                     timeout=5, what="the training to die with its worker", interval=0.05)
+            counts, deadline = [], time.monotonic() + 120
+            while time.monotonic() < deadline:
+                counts.append(len(training_processes(model_dir)))
+                now = client.get(f"/jobs/{job}").json()
+                if now["status"] in ("finished", "failed", "stopped"):
+                    break
+                time.sleep(0.1)
+    finally:
+        ctrl_c(up, tmp_path)
+    assert max(counts) <= 1, counts
+    assert now["status"] == "finished" and now["attempts"] == 2, now
+    assert now["result"]["version"] == 1
+
+
 def redis_url(up: subprocess.Popen) -> str:
     """The URL ``aae up`` handed its children."""
     (worker,) = child_pids(up, "-m worker")
