@@ -11,7 +11,7 @@ job's id the same way). ``AAE_LOG_FORMAT=json`` writes one JSON object per line 
 level, logger, message, request_id and the access fields).
 
 The request's start time is kept beside its id: admission control measures the
-request deadline from it (``service.admission``).
+request deadline from it (``service.inference.batching``).
 """
 
 from __future__ import annotations

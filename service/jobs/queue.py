@@ -16,7 +16,7 @@ it again should Redis lose it, and until they have, ``GET /jobs/{id}`` reads it 
 the record (status ``queued``). A cancel is written into the record too.
 
 Redis being down surfaces as ``redis.exceptions.ConnectionError`` (503, in
-``service.errors``); nothing here caches Redis' answers.
+``service.core.errors``); nothing here caches Redis' answers.
 """
 
 from __future__ import annotations
