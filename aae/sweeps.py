@@ -96,6 +96,17 @@ class PointResult:
     epoch: int | None = None
     epochs: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    error: str | None = None  # why it failed
+
+    @property
+    def said(self) -> str:
+        """Its status as a table says it: with the epoch while it runs, with the reason
+        once it failed."""
+        if self.status == "started" and self.epoch is not None:
+            return f"started (epoch {self.epoch}/{self.epochs})"
+        if self.error:
+            return f"{self.status}: {self.error}"
+        return self.status
 
     def metric(self, metric: Metric | str) -> float | None:
         return getattr(self, Metric(metric).value)
@@ -189,9 +200,7 @@ def table(points: Sequence[PointResult], metric: Metric | str) -> str:
              "| time (s) | version |",
              "|---:|---|---|---:|---:|---:|---:|---:|"]
     for n, p in enumerate(rank(points, metric), start=1):
-        status = p.status
-        if p.status == "started" and p.epoch is not None:
-            status = f"started (epoch {p.epoch}/{p.epochs})"
+        status = p.said.replace("|", "/")  # a cell of a Markdown table
         lines.append(f"| {n} | {label(p.overrides)} | {status} | "
                      f"{_percent(p.validation_error)} | {_loss(p.validation_loss)} | "
                      f"{_percent(p.test_error)} | "

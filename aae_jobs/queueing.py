@@ -11,6 +11,15 @@ from aae_jobs.contract import ON_FAILURE, ON_STOPPED, ON_SUCCESS, TRAIN_TASK, Jo
 from aae_jobs.records import JobRecord
 
 
+def failure_reason(job: Job) -> str:
+    """Why a failed job failed: the last line of the failure RQ recorded (the exception
+    and its message)."""
+    result = job.latest_result()
+    text = (result.exc_string if result is not None else None) or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "the job failed"
+
+
 def enqueue(queue: Queue, record: JobRecord) -> Job:
     """Queue ``record``'s training job under its id, with the outcome callbacks."""
     meta = JobMeta(dataset_checked=record.dataset_checked, sweep=record.sweep,

@@ -48,6 +48,7 @@ class SweepPoint(BaseModel):
     job_id: str
     status: str | None = None
     version: int | None = None
+    error: str | None = None  # why it failed, once settled
 
 
 class SweepPromotion(BaseModel):

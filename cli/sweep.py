@@ -171,7 +171,7 @@ def _results(sweep: dict[str, Any]) -> list[PointResult]:
                         version=p.get("version"), validation_error=p.get("validation_error"),
                         validation_loss=p.get("validation_loss"),
                         test_error=p.get("test_error"), seconds=p.get("seconds"),
-                        epoch=p.get("epoch"), epochs=p.get("epochs"))
+                        epoch=p.get("epoch"), epochs=p.get("epochs"), error=p.get("error"))
             for p in sweep["points"]]
 
 

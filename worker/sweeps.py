@@ -23,6 +23,7 @@ from aae.errors import AAEError
 from aae.selection import Metric, MetricMissing, MetricWorse, metric_value, promote
 from aae.store import CheckpointStore
 from aae_jobs.contract import ENDED, JobMeta, JobStatus
+from aae_jobs.queueing import failure_reason
 from aae_jobs.records import read_record
 from aae_jobs.sweeps import (SweepPromotion, SweepRecord, locked, read_sweep, sweep_records,
                              write_sweep)
@@ -30,22 +31,26 @@ from aae_jobs.sweeps import (SweepPromotion, SweepRecord, locked, read_sweep, sw
 logger = logging.getLogger(__name__)
 
 
-def _outcome(queue: Queue, model_dir: Path, job_id: str,
-             ending: dict[str, str]) -> tuple[str | None, int | None]:
-    """A point's status (None while it has not ended) and published version."""
+def _outcome(queue: Queue, model_dir: Path, job_id: str, ending: dict[str, str]
+             ) -> tuple[str | None, int | None, str | None]:
+    """A point's status (None while it has not ended), published version, and why it
+    failed."""
     try:
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
     except NoSuchJobError:  # queued again from its record soon, or expired long ago
-        return (None, None) if read_record(model_dir, job_id) is not None else ("lost", None)
+        if read_record(model_dir, job_id) is not None:
+            return None, None, None
+        return "lost", None, "Redis lost the job and its record is gone"
     status = ending.get(job_id) or job.get_status(refresh=False).value
     try:
         ended = JobStatus(status) in ENDED
     except ValueError:  # RQ's deferred, scheduled, created: waiting
         ended = False
     if not ended:
-        return None, None
+        return None, None, None
     result = JobMeta.model_validate(job.meta).result
-    return status, (result.version if result and status == JobStatus.FINISHED else None)
+    version = result.version if result and status == JobStatus.FINISHED else None
+    return status, version, failure_reason(job) if status == JobStatus.FAILED else None
 
 
 def settle(queue: Queue, model_dir: Path, sweep_id: str,
@@ -61,10 +66,10 @@ def settle(queue: Queue, model_dir: Path, sweep_id: str,
                                record.promotion.state != "promoting"):
             return True
         outcomes = [_outcome(queue, model_dir, p.job_id, ending or {}) for p in record.points]
-        if any(status is None for status, _ in outcomes):
+        if any(status is None for status, _, _ in outcomes):
             return False
-        for point, (status, version) in zip(record.points, outcomes, strict=True):
-            point.status, point.version = status, version
+        for point, (status, version, error) in zip(record.points, outcomes, strict=True):
+            point.status, point.version, point.error = status, version, error
         if record.promote is not None:  # its intent is written unsettled
             _promote(record, CheckpointStore(model_dir), model_dir)
         record.settled = True  # only now: a settled sweep's promotion has its outcome

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from aae.selection import Metric
 from aae.sweeps import PointResult
 from aae.sweeps import label as point_label
 
@@ -84,11 +85,14 @@ def training_curves(history: list[dict[str, Any]], title: str,
 
 
 def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
-    """A sweep: the validation-error curves of its finished points overlaid (validation
-    loss for models without a classifier), and its ranked table, best first."""
-    key = "validation_error" if any(
-        h.get("validation_error") is not None for p in points for h in p.history) \
-        else "validation_loss"
+    """A sweep: the curves of its finished points by the metric it is ranked by
+    (validation error or loss), over whole epochs, and its ranked table, best first,
+    failed points with their reason (``sweep_plot``, as a PNG)."""
+    return _png(sweep_plot(points, metric, title))
+
+
+def sweep_plot(points: list[PointResult], metric: str, title: str) -> Figure:
+    key = Metric(metric).value
     scale = 100 if key == "validation_error" else 1
     figure = Figure(figsize=(11, 4.5 + 0.22 * len(points)), dpi=100)
     curves, listing = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
@@ -99,7 +103,9 @@ def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
                         [None if v is None else scale * v for v in values],
                         marker=".", color=f"C{n % 10}", label=f"{n + 1}. {point_label(point.overrides)}")
     curves.set_xlabel("epoch")
-    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last = max((h["epoch"] for p in points for h in p.history), default=1)
+    curves.set_xlim(0.5, last + 0.5)  # whole epochs, even for one
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     curves.set_ylabel(key.replace("_", " ") + (" (%)" if scale == 100 else ""))
     if curves.has_data():
         curves.legend(fontsize=7)
@@ -110,7 +116,10 @@ def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
     def percent(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}%"
 
-    rows = [[str(n + 1), point_label(p.overrides), p.status, percent(p.validation_error),
+    def status(p: PointResult) -> str:
+        return p.said if len(p.said) <= 48 else p.said[:47] + "…"
+
+    rows = [[str(n + 1), point_label(p.overrides), status(p), percent(p.validation_error),
              "-" if p.validation_loss is None else f"{p.validation_loss:.4f}",
              percent(p.test_error), "-" if p.version is None else str(p.version)]
             for n, p in enumerate(points)]
@@ -121,7 +130,7 @@ def sweep_figure(points: list[PointResult], metric: str, title: str) -> bytes:
         table.auto_set_font_size(False)
         table.set_fontsize(8)
         table.auto_set_column_width(list(range(7)))
-    listing.set_title(f"ranked by {metric} (validation)", fontsize=9)
+    listing.set_title(f"ranked by {key} (validation)", fontsize=9)
     figure.suptitle(title)
     figure.tight_layout()
-    return _png(figure)
+    return figure

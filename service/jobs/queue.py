@@ -47,7 +47,7 @@ from rq.serializers import JSONSerializer
 
 from aae_jobs.contract import (ENDED, STOP_TTL_S, TRAIN_TASK, JobMeta, JobStatus,
                                datasets_key, stop_key)
-from aae_jobs.queueing import enqueue
+from aae_jobs.queueing import enqueue, failure_reason
 from aae_jobs.records import JobRecord, read_record, remove_record, write_record
 from service.core.errors import JobEnded, JobNotFound
 from service.jobs.schemas import TrainJobCreate, TrainJobPublic
@@ -67,14 +67,6 @@ _STATUS = {
 
 def _status(job: Job) -> JobStatus:
     return _STATUS.get(job.get_status(refresh=False), JobStatus.QUEUED)
-
-
-def _error(job: Job) -> str:
-    """The last line of the failure RQ recorded: the exception and its message."""
-    result = job.latest_result()
-    text = (result.exc_string if result is not None else None) or ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "the job failed"
 
 
 class JobQueue:
@@ -187,7 +179,7 @@ class JobQueue:
                                                             JobStatus.STOPPED),
             sweep=meta.sweep,
             result=meta.result if status is JobStatus.FINISHED else None,
-            error=_error(job) if status is JobStatus.FAILED else None)
+            error=failure_reason(job) if status is JobStatus.FAILED else None)
 
     def get(self, job_id: str) -> TrainJobPublic:
         try:

@@ -58,6 +58,7 @@ class SweepPointPublic(BaseModel):
                                      "used to rank)")
     seconds: float | None = Field(None, description="training time so far, or in all")
     version: int | None = Field(None, description="the version it published")
+    error: str | None = Field(None, description="why it failed (its job's error)")
 
 
 class Spread(BaseModel):

@@ -30,7 +30,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aae.errors import AAEError
 from aae.store import CheckpointStore
-from aae.sweeps import PointResult, expand, point_from_metrics, rank, seed_groups
+from aae.sweeps import (PointResult, TooManyPoints, expand, point_from_metrics, rank,
+                        seed_groups)
 from aae_jobs.contract import ENDED, JobStatus
 from aae_jobs.queueing import enqueue
 from aae_jobs.records import remove_record, write_record
@@ -63,13 +64,13 @@ class Sweeps:
 
     def _points(self, params: SweepCreate) -> tuple[list[dict[str, Any]], list[TrainJobCreate]]:
         where = "grid" if params.grid is not None else "points"
-        try:
-            overrides = expand(params.grid, params.points)
+        try:  # counted before anything is expanded: a few lists can declare 10^16 points
+            overrides = expand(params.grid, params.points, limit=self.max_points)
+        except TooManyPoints as exc:
+            raise _invalid((where,), f"{exc} (AAE_MAX_SWEEP_POINTS is "
+                           f"{self.max_points})") from None
         except ValueError as exc:
             raise _invalid((where,), str(exc)) from None
-        if len(overrides) > self.max_points:
-            raise _invalid((where,), f"the sweep has {len(overrides)} points, more than "
-                           f"the {self.max_points} allowed (AAE_MAX_SWEEP_POINTS)")
         base = params.base.model_dump(exclude_unset=True)
         name = params.base.model_name()
         points = []
@@ -151,6 +152,7 @@ class Sweeps:
         progress = job.progress if job is not None else None
         return PointResult(
             index=point.index, overrides=point.overrides, status=status, version=version,
+            error=job.error if job is not None else point.error,
             validation_error=progress.validation_error if progress else None,
             validation_loss=progress.validation_loss if progress else None,
             seconds=progress.elapsed_s if progress else None,
@@ -179,7 +181,8 @@ class Sweeps:
                 index=r.index, overrides=r.overrides, job=jobs[r.index],
                 status=_job_status(r.status), epoch=r.epoch, epochs=r.epochs,
                 validation_error=r.validation_error, validation_loss=r.validation_loss,
-                test_error=r.test_error, seconds=r.seconds, version=r.version)
+                test_error=r.test_error, seconds=r.seconds, version=r.version,
+                error=r.error)
                 for r in rank(results, record.rank_by)],
             seeds=[SeedGroupPublic(
                 overrides=g.overrides, points=list(g.points), seeds=list(g.seeds),

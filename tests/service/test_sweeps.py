@@ -6,12 +6,14 @@ queued; cancel stops the rest; metric-gated alias moves."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import torch
 from redis import Redis
@@ -172,6 +174,51 @@ def test_an_invalid_point_is_refused_before_anything_is_queued(
              Queue("training", connection=Redis.from_url(stack.redis.url)).count)
     assert after == before
     assert "bad" not in stack.store.models()
+
+
+def test_a_grid_of_10_to_the_16_points_is_refused_at_once_without_growing(stack: Stack) -> None:
+    """A 2 KB body whose lists multiply to 10^16 points: counted, not expanded."""
+    grid = {field: list(range(100)) for field in ("seed", "z_dim", "hidden", "epochs",
+                                                   "batch_size", "depth", "label_shift",
+                                                   "n_labels")}
+    process = psutil.Process()
+    before = process.memory_info().rss
+    start = time.perf_counter()
+    r = stack.client.post("/sweeps", json={"base": {**QUICK, "name": "huge"}, "grid": grid})
+    assert time.perf_counter() - start < 1.0
+    assert r.status_code == 422, r.text
+    assert "more than 64 points" in r.json()["detail"] and "AAE_MAX_SWEEP_POINTS" in r.text
+    assert process.memory_info().rss - before < 50 * 2**20
+    assert len(r.request.content) < 3000
+
+
+def test_a_failed_point_says_why_in_the_api_the_cli_and_the_figure(
+        stack: Stack, wait_for: Callable[..., Any], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A point whose validation split is larger than the dataset fails; its reason is in
+    GET /sweeps/<id>, in aae sweep show, and in the figure's table."""
+    r = stack.client.post("/sweeps", json={
+        "base": {**QUICK, "name": "half-bad", "epochs": 1},
+        "points": [{"seed": 1}, {"validation_size": 5000}]})
+    assert r.status_code == 202, r.text
+    sweep = _ended(stack, r.json()["id"], wait_for)
+    failed = [p for p in sweep["points"] if p["status"] == "failed"]
+    assert len(failed) == 1 and "validation_size" in failed[0]["error"]
+    ok = [p for p in sweep["points"] if p["status"] == "finished"]
+    assert len(ok) == 1 and ok[0]["error"] is None
+
+    from cli.settings import get_settings
+    monkeypatch.setenv("AAE_API_URL", stack.live.base_url)
+    get_settings.cache_clear()
+    try:
+        assert aae(["sweep", "show", sweep["id"]]) == 0
+    finally:
+        get_settings.cache_clear()
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| failed" in line)
+    assert "failed: " in row and "validation_size" in row
+
+    figure = stack.client.get(f"/sweeps/{sweep['id']}/figure.png")
+    assert figure.status_code == 200 and figure.headers["content-type"] == "image/png"
 
 
 def test_cancel_stops_the_running_points_and_cancels_the_queued_ones(
