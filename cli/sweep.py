@@ -47,6 +47,11 @@ def _value(text: str) -> Any:
         return text
 
 
+# points one command may declare, counted before any is made (the API's own limit is
+# AAE_MAX_SWEEP_POINTS): a few long lists would otherwise multiply past any memory
+MAX_POINTS = 1000
+
+
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """``["seed=1,2,3", "lr_milestones=[[10],[20]]"]`` -> ``{"seed": [1, 2, 3], ...}``."""
     grid: dict[str, list[Any]] = {}
@@ -71,8 +76,8 @@ def _overrides(args: argparse.Namespace) -> list[dict[str, Any]]:
         points = json.loads(args.points)
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
             raise ValueError("--points: a JSON list of objects")
-        return expand(points=points)
-    return expand(grid=parse_grid(args.grid))
+        return expand(points=points, limit=MAX_POINTS)
+    return expand(grid=parse_grid(args.grid), limit=MAX_POINTS)
 
 
 # -- run: here, one point after the other --------------------------------------------------

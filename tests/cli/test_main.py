@@ -134,6 +134,10 @@ def test_sweep_refuses_a_grid_it_cannot_read(tmp_path):
     assert bad.returncode == 2 and "--grid 'seed': write field=value1,value2" in bad.stderr
     both = aae("sweep", "submit", "--grid", "seed=1", "--points", "[{}]")
     assert both.returncode == 2 and "one of them" in both.stderr
+    values = ",".join(map(str, range(100)))
+    huge = aae("sweep", "run", "--model-dir", str(tmp_path),
+               *[f"--grid={f}={values}" for f in ("seed", "z_dim", "hidden", "epochs")])
+    assert huge.returncode == 2 and "more than 1000 points" in huge.stderr
 
 
 def test_keep_best_publishes_the_best_validated_epoch_and_says_so(fixture_data_dir, tmp_path):
