@@ -79,7 +79,7 @@ class Precision(str, Enum):
 class Range:
     """The values a numeric field may take: each bound that is set holds, and a float is
     finite. Declared once, on the field (``_bounded``): ``AAEConfig`` checks it, and the
-    job API states it in its JSON schema (``service.job_schemas``)."""
+    job API states it in its JSON schema (``service.jobs.schemas``)."""
 
     ge: float | None = None
     gt: float | None = None

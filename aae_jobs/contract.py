@@ -18,7 +18,7 @@ it. Everything else they share is listed here:
   worker with every heartbeat (member: dataset name, score: when the announcement
   lapses). The API refuses a job for a dataset no live worker has announced.
 - ``JOBS_METRICS_KEY``, ``STEPS_METRICS_KEY``: the workers' counters (``worker.metrics``
-  writes them, ``service.job_metrics`` exposes them).
+  writes them, ``service.jobs.metrics`` exposes them).
 - ``JobMeta``: the job's ``meta``; ``JobProgress`` is its progress record, also served
   by ``GET /jobs/{id}`` and exported to Prometheus.
 

@@ -2,7 +2,7 @@
 id of the work it belongs to, and is written as text or as one JSON object per line.
 
 That id is a context variable, ``log_id``: the API sets it to the request's id for the
-request's duration (``service.logs.RequestContext``), a worker to the job's id while it
+request's duration (``service.core.logs.RequestContext``), a worker to the job's id while it
 runs the job (``for_job``), so that every line of a request or of a training job,
 whichever logger wrote it, can be found by one id (``-`` outside both).
 ``AAE_LOG_FORMAT=json`` (``AAESettings.log_format``) writes one JSON object per line:

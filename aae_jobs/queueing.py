@@ -1,5 +1,5 @@
 """How a job's durable record becomes an RQ job: the one place, used by the API when it
-accepts a job (``service.jobs``) and by the workers when they queue a job Redis lost
+accepts a job (``service.jobs.queue``) and by the workers when they queue a job Redis lost
 (``worker.recovery``), so that a job queued again is the job the API queued."""
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from aae.store import CheckpointStore
+from aae_jobs.settings import store_line
 from service import v2
 from service.core import errors, logs
 from service.core.errors import problem_responses
@@ -61,7 +62,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.jobs = JobQueue.connect(settings)  # connects on first use
         app.state.sweeps = Sweeps(app.state.jobs, app.state.store, settings.max_sweep_points)
         app.state.metric_collectors = (JobMetrics(app.state.jobs),)
-        logger.info("serving models from %s", settings.model_dir)
+        logger.info("serving models from the %s", store_line(settings.model_dir))
         gc.freeze()  # start-up objects (torch, the app) leave the collector's generations
         try:
             yield

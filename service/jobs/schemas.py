@@ -26,7 +26,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       create_model, field_validator, model_validator)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from aae.config import LABEL_MODES, AAEConfig, Mode
+from aae.config import LABEL_MODES, AAEConfig, Mode, field_types
 from aae.presets import DEFAULT_PRESET, PRESETS, build_config
 from aae.store import validate_name
 from aae_jobs.contract import JobProgress, JobResult, JobStatus
@@ -127,27 +127,26 @@ def _typed(hint: Any, **constraints: Any) -> Any:
     return Annotated[hint, Field(**constraints)] if constraints else hint
 
 
-def _constrained(hint: Any, field: dataclasses.Field) -> Any:
-    """``hint`` with the field's declared range (``aae.config.Range``) as pydantic
-    constraints (``_typed``): checked by pydantic and written into the JSON schema.
-    ``each`` bounds every item of a tuple (which ``_schema_extra`` makes distinct)."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else hint
+def _constrained(field: dataclasses.Field) -> Any:
+    """The field's type (``aae.config.field_types``) with its declared range
+    (``aae.config.Range``) as pydantic constraints (``_typed``): checked by pydantic and
+    written into the JSON schema. ``each`` bounds every item of a tuple (which
+    ``_schema_extra`` makes distinct)."""
+    kind = field_types()[field.name]
     if "range" in field.metadata:
-        finite = {"allow_inf_nan": False} if base is float else {}
-        base = _typed(base, **field.metadata["range"].bounds(), **finite)
+        finite = {"allow_inf_nan": False} if kind.base is float else {}
+        base = _typed(kind.base, **field.metadata["range"].bounds(), **finite)
     elif "each" in field.metadata:
-        item = typing.get_args(base)[0]  # tuple[int, ...]
-        base = tuple[_typed(item, **field.metadata["each"].bounds()), ...]
+        base = tuple[_typed(kind.base, **field.metadata["each"].bounds()), ...]
+    elif kind.sequence:
+        base = tuple[kind.base, ...]
     else:
-        base = _typed(base)
-    return Optional[base] if optional else base
+        base = _typed(kind.base)
+    return Optional[base] if kind.optional else base
 
 
 def _config_fields() -> dict[str, Any]:
-    hints = typing.get_type_hints(AAEConfig)
-    return {f.name: (_constrained(hints[f.name], f),
+    return {f.name: (_constrained(f),
                      Field(f.default, json_schema_extra=_schema_extra(f),
                            description="default: the preset's value"))
             for f in dataclasses.fields(AAEConfig)}
