@@ -70,6 +70,8 @@ def _summary(metrics: dict[str, Any]) -> str:
         parts.append(f"on {Path(str(metrics['dataset'])).name}")
     if metrics.get("test_error") is not None:
         parts.append(f"test error {metrics['test_error']:.2%}")
+    if (metrics.get("sample_fidelity") or {}).get("mean") is not None:
+        parts.append(f"samples as asked {metrics['sample_fidelity']['mean']:.0%}")
     if metrics.get("test_reconstruction_loss") is not None:
         parts.append(f"rec {metrics['test_reconstruction_loss']:.4f}")
     if metrics.get("n_labels"):

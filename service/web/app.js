@@ -71,7 +71,8 @@ async function showModel(name) {
   detail.appendChild(title);
   const table = document.createElement("table");
   table.innerHTML = "<thead><tr><th>version</th><th>aliases</th><th>created</th>" +
-    "<th>test error</th><th>reconstruction</th><th>dataset</th><th></th></tr></thead>";
+    "<th>test error</th><th>samples as asked</th><th>reconstruction</th><th>dataset</th>" +
+    "<th></th></tr></thead>";
   const body = document.createElement("tbody");
   for (const v of model.version_details.slice().reverse()) {
     const row = document.createElement("tr");
@@ -79,6 +80,8 @@ async function showModel(name) {
     cell(row, v.aliases.join(", "));
     cell(row, (v.created_at || "").slice(0, 19));
     cell(row, percent(v.metrics.test_error));
+    // the share of its samples of each class its own classifier reads as that class
+    cell(row, percent(v.metrics.sample_fidelity?.mean));
     cell(row, v.metrics.test_reconstruction_loss?.toFixed(4) ?? "–");
     cell(row, v.metrics.dataset ?? "–");
     const promote = document.createElement("button");

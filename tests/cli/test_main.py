@@ -31,6 +31,7 @@ def test_train_publishes_a_version_and_models_lists_it(fixture_data_dir, tmp_pat
     listing = aae("models", env=env)
     assert listing.returncode == 0
     assert "digits" in listing.stdout and "v2 [latest, production]" in listing.stdout
+    assert "samples as asked" in listing.stdout  # by the version's own classifier
     data = json.loads(aae("models", "--json", env=env).stdout)
     assert data["digits"]["aliases"] == {"latest": 2, "production": 2}
     metrics = data["digits"]["versions"]["1"]

@@ -54,6 +54,11 @@ def test_version_has_config_metrics_created_at_and_aliases(client, trained_model
         metrics["test_reconstruction_loss"])
     assert body["metrics"]["mode"] == cfg.mode.value
     assert body["metrics"]["steps"] == metrics["steps"] > 0
+    fidelity = body["metrics"]["sample_fidelity"]  # by its own classifier, where it has one
+    if cfg.has_categorical:
+        assert 0 <= fidelity["mean"] <= 1 and len(fidelity["per_class"]) == 10
+    else:
+        assert fidelity is None
     created = datetime.fromisoformat(body["created_at"])
     assert created.tzinfo is not None and body["metrics"]["created_at"] == body["created_at"]
 

@@ -62,6 +62,8 @@ def test_the_page_loads_offline_without_console_errors(browser, base_url):
         browser.find_element(By.ID, "model-list").text.split())
     browser.find_element(By.LINK_TEXT, "digits").click()
     wait(browser, lambda d: "test error" in d.find_element(By.ID, "model-detail").text)
+    detail = browser.find_element(By.ID, "model-detail").text
+    assert "samples as asked" in detail and "%" in detail.split("samples as asked")[1]
     wait(browser, lambda d: d.execute_script(
         "const i = document.querySelector('#model-detail img');"
         "return i !== null && i.complete && i.naturalWidth > 0"))
