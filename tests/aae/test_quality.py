@@ -8,7 +8,9 @@ epochs, validation errors that disagree in sign), so the fixture test runs on th
 committed 10,000-digit subset (``tests/fixtures/mnist-10k``), where the margin shows on
 every label draw screened (seeds 1-5, 990 steps, validation error seed's - default's:
 6.0, 15.2, 7.3, 8.0, 6.5 points with today's default, tenth round; 5.1, 3.9, 5.6, 4.0,
-2.0 before the shifts of the labeled digits joined it, ninth round). The slow test
+2.0 before the shifts of the labeled digits joined it, ninth round). On seed 1 the margin
+depends on the thread count and the matrix precision: 2.4 to 7.0 points on this
+project's machine kind (eleventh round), so the test asks for 1. The slow test
 repeats the comparison on full MNIST (``../shared/data/mnist``, or ``AAE_DATA_DIR``): after 2 epochs
 (seed 1, one thread) the seed's recipe is at 12.74% validation error and the default at
 4.84% (7.22% before the shifts of the labeled digits).
@@ -45,10 +47,13 @@ def validation_errors(data_dir: Path, **overrides) -> dict[str, float]:
 
 
 def test_the_default_recipe_beats_the_seeds_on_the_10k_fixture(fixture_10k_data_dir):
-    # 11 epochs of 90 steps; measured: 14.4% (seed) and 8.1% (default; 8.4% on two threads)
+    # 11 epochs of 90 steps. Measured on this project's machine kind under each thread
+    # count and matrix precision (python -m benchmarks.fixture_checks, docs/quality.md,
+    # "The fixture margin under threads and precisions"), seed's - default's validation
+    # error: 2 threads bf16 12.5% - 10.1% = 2.4 points, 1 thread bf16 3.6, 1 thread fp32
+    # 7.0, 2 threads fp32 5.3; the margin asked is 1 point, under the smallest
     errors = validation_errors(fixture_10k_data_dir, epochs=11, validation_size=1000)
-    # the margin asked is 4 points: the smallest of the five label draws screened was 6.0
-    assert errors["default"] <= errors["seed"] - 0.04, errors
+    assert errors["default"] <= errors["seed"] - 0.01, errors
 
 
 @pytest.mark.slow
