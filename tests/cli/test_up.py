@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -35,11 +36,14 @@ def up_env(tmp_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_up(tmp_path: Path, env: dict[str, str], port: int, wait_for) -> subprocess.Popen:
-    """``aae up`` (its output in up.log), once its API answers."""
+def start_up(tmp_path: Path, env: dict[str, str], port: int, wait_for,
+             **popen: Any) -> subprocess.Popen:
+    """``aae up`` (its output in up.log; ``popen``: more of Popen's arguments), once its
+    API answers."""
     with (tmp_path / "up.log").open("a") as log:
         up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(port)],
-                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              **popen)
 
     def serving() -> bool:
         assert up.poll() is None, (tmp_path / "up.log").read_text()
@@ -94,19 +98,8 @@ def test_up_started_with_sigint_ignored_still_stops_on_kill_int(tmp_path, fixtur
     """A non-interactive shell starts background jobs with SIGINT ignored; aae up installs
     its own handler, so kill -INT stops it and everything it started, in order."""
     port = free_port()
-    with (tmp_path / "up.log").open("a") as log:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "up", "--port", str(port)], cwd=tmp_path,
-            env=up_env(tmp_path, fixture_data_dir), stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-
-    def serving() -> bool:
-        assert up.poll() is None, (tmp_path / "up.log").read_text()
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-    wait_for(serving, timeout=120, what="the API", interval=0.2)
+    up = start_up(tmp_path, up_env(tmp_path, fixture_data_dir), port, wait_for,
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     children = psutil.Process(up.pid).children(recursive=True)
     ctrl_c(up, tmp_path)
     assert not psutil.wait_procs(children, timeout=10)[1]
