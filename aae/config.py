@@ -249,6 +249,10 @@ class AAEConfig:
     # for z ~ p(z), y ~ Cat(n_classes), so that the class input, not the style code, sets
     # the digit a sample shows (the encoder takes no gradient from it)
     sample_class_weight: float = _bounded(0.0, NON_NEGATIVE)
+    # the reconstruction's gradient reaches q(y|x) through the class input the decoder
+    # reads (the paper's), or not: y enters the decoder detached, so that q(y|x) learns
+    # from the labels, the adversary and the consistency terms alone
+    reconstruction_class_grad: bool = True
     # labeled minibatch (None: batch_size)
     labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
     # labeled images moved by up to this many pixels each step (0: off)

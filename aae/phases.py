@@ -219,6 +219,14 @@ def _regularization(model: AdversarialAutoencoder, z: torch.Tensor, y: torch.Ten
     return d_loss, g_loss
 
 
+def _decoder_class(cfg: AAEConfig, y: torch.Tensor | None) -> torch.Tensor | None:
+    """The class input of the reconstruction, detached where ``reconstruction_class_grad``
+    is off (D_cat still sees q(y|x) with its gradient)."""
+    if y is None or cfg.reconstruction_class_grad:
+        return y
+    return y.detach()
+
+
 def sample_class_loss(model: AdversarialAutoencoder, n: int,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample fidelity, for the decoder: minimise the cross-entropy of q(y | P(z, y)) against
@@ -307,7 +315,7 @@ def simultaneous_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Bat
         z, y_logits = model.encoder(x_in)
         y = _class_input(cfg, model, y_logits, batch.labels)
         d_loss, g_loss = _regularization(model, z, y, batch, generator)
-        rec_loss = reconstruction_loss(model.decoder(z, y), batch.x)
+        rec_loss = reconstruction_loss(model.decoder(z, _decoder_class(cfg, y)), batch.x)
         c_terms = _classification(model, batch, x_in, y_logits)
         s_loss = (sample_class_loss(model, batch.x.shape[0], generator)
                   if cfg.sample_class_weight > 0 else None)
@@ -346,7 +354,7 @@ def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch
 
         z, y_logits = model.encoder(x_in)
         y = _class_input(cfg, model, y_logits, batch.labels)
-        rec_loss = reconstruction_loss(model.decoder(z, y), batch.x)
+        rec_loss = reconstruction_loss(model.decoder(z, _decoder_class(cfg, y)), batch.x)
         s_loss = (sample_class_loss(model, batch.x.shape[0], generator)
                   if cfg.sample_class_weight > 0 else None)
         _apply(opt.reconstruction, opt.autoencoder,

@@ -10,7 +10,8 @@ from aae.errors import TrainingDiverged, TrainingStopped
 from aae.evaluation import evaluate
 from aae.model import AdversarialAutoencoder
 from aae.optim import Optimizers
-from aae.phases import Batch, discriminator_loss, generator_loss, train_step
+from aae.phases import (Batch, _decoder_class, discriminator_loss, generator_loss,
+                        reconstruction_loss, train_step)
 from aae.presets import build_config
 from aae.training import Trainer
 
@@ -60,6 +61,23 @@ def test_the_sample_class_term_trains_the_decoder_alone(step_mode, fixture_data_
     changed = {k.split(".")[0] for k in after[0.0] if not torch.equal(after[0.0][k], after[1.0][k])}
     # sequential draws the term's codes before the later phases' draws, so those differ too
     assert changed == {"decoder"} if step_mode is StepMode.SIMULTANEOUS else "decoder" in changed
+
+
+@pytest.mark.parametrize("through", [True, False])
+def test_the_reconstruction_reaches_q_y_only_where_configured(through, fixture_data_dir):
+    """With ``reconstruction_class_grad`` off the decoder reads q(y|x) detached: the
+    reconstruction's gradient reaches the style code's head but not the class head."""
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, hidden=32, validation_size=300,
+                    reconstruction_class_grad=through)
+    x = splits_for(cfg, fixture_data_dir).train.images[:50]
+    model = AdversarialAutoencoder(cfg)
+    z, logits = model.encoder(x)
+    y = F.softmax(logits, dim=1)
+    loss = reconstruction_loss(model.decoder(z, _decoder_class(cfg, y)), x)
+    gauss, cat = torch.autograd.grad(loss, [model.encoder.gauss.weight,
+                                            model.encoder.cat.weight], allow_unused=True)
+    assert gauss is not None and gauss.abs().sum() > 0
+    assert (cat is not None and cat.abs().sum() > 0) == through
 
 
 def test_classifiers_report_the_fidelity_of_their_samples(fixture_data_dir):
