@@ -41,6 +41,14 @@ class InvalidInput(AAEError, ValueError):
     """Inputs to a model have the wrong shape, range or values."""
 
 
+class NoDigit(InvalidInput):
+    """A picture holds no digit to read: blank, or nearly (``aae.digits``)."""
+
+
+class ImageTooLarge(InvalidInput):
+    """A picture has more pixels than the caller allows (``aae.digits.read_image``)."""
+
+
 class TrainingStopped(AAEError):
     """Training was stopped on request before it finished; nothing is published."""
 

@@ -13,6 +13,7 @@ from fastapi import Depends, Query, Request
 
 from aae.store import CheckpointStore
 from service.core.schemas import NAME_PATTERN, VERSION_PATTERN
+from service.inference.images import Normalization
 from service.inference.registry import ModelRegistry
 from service.settings import ServiceSettings
 
@@ -45,3 +46,10 @@ ModelQuery = Annotated[str | None, Query(
 VersionQuery = Annotated[str | None, Query(
     description="version number or alias (default: production if set, else latest)",
     max_length=64, pattern=VERSION_PATTERN)]
+NormalizeQuery = Annotated[Normalization | None, Query(
+    description="mnist: find the digit in each image file and frame it as MNIST's were "
+    "(cropped, fitted into 20x20, centred by its centre of mass, dark ink on light paper "
+    "inverted); none: the pixels as sent. Default: mnist for image files, none for JSON "
+    "pixel rows")]
+ReturnInputQuery = Annotated[bool, Query(
+    description="include the 28x28 inputs the model saw (784 pixels per image) as inputs")]

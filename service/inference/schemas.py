@@ -16,7 +16,13 @@ class ModelRef(BaseModel):
     version: int = Field(description="version number that served the request")
 
 
-class CodePublic(ModelRef):
+class InputsPublic(BaseModel):
+    inputs: list[list[float]] | None = Field(
+        None, description="with return_input=true: the 784 pixels (28x28, row-major, in "
+        "[0, 1]) the model saw for each image, after normalisation")
+
+
+class CodePublic(ModelRef, InputsPublic):
     z: list[list[float]] = Field(description="the continuous code of each image")
     y: list[list[float]] | None = Field(
         None, description="class (or cluster) probabilities of each image, for models with y")
@@ -27,7 +33,7 @@ class PredictionPublic(BaseModel):
     probabilities: list[float]
 
 
-class ClassificationPublic(ModelRef):
+class ClassificationPublic(ModelRef, InputsPublic):
     label: int | None = Field(None, description="the predicted class, when one image was sent")
     probabilities: list[float] | None = Field(None, description="when one image was sent")
     predictions: list[PredictionPublic] = Field(description="one per image, in order")
@@ -89,7 +95,7 @@ class ScorePublic(BaseModel):
                                     "null when the version has none calibrated")
 
 
-class ScoresPublic(ModelRef):
+class ScoresPublic(ModelRef, InputsPublic):
     threshold: float | None = Field(description="the 99th percentile of the validation "
                                     "digits' scores, calibrated at publish time")
     detail: str | None = None

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from aae import figures
 from aae.errors import CapabilityError, InvalidInput
-from service.core.deps import ModelQuery, VersionQuery, serving
+from service.core.deps import ModelQuery, NormalizeQuery, VersionQuery, serving
 from service.core.errors import problem_responses
 from service.core.query_route import QueryOnlyRoute
 from service.figures.plots import latent_scatter, training_curves
@@ -79,10 +79,12 @@ async def styles(request: Request, model: ModelQuery = None, version: VersionQue
              summary="Style grid of uploaded images: each row one image's style code z, each "
              "column one class")
 async def styles_of_images(request: Request, model: ModelQuery = None,
-                           version: VersionQuery = None, scale: Scale = 1) -> Response:
+                           version: VersionQuery = None, scale: Scale = 1,
+                           normalize: NormalizeQuery = None) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
-    x = await read_images(request, max_images=32, max_pixels=settings.max_image_pixels)
+    x = await read_images(request, max_images=32, max_pixels=settings.max_image_pixels,
+                          normalization=normalize)
     z, _ = await loaded.batchers["encode"](x)
     codes = figures.style_codes(loaded.model, z=z)
     columns = loaded.model.cfg.n_classes
@@ -139,7 +141,8 @@ async def interpolate(request: Request, model: ModelQuery = None,
                       spherical: Annotated[bool, Query(
                           description="along the great circle (slerp) rather than the "
                           "straight line")] = False,
-                      label: Label = None, scale: Scale = 1) -> Response:
+                      label: Label = None, scale: Scale = 1,
+                      normalize: NormalizeQuery = None) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
     body = await request.body()
@@ -155,7 +158,8 @@ async def interpolate(request: Request, model: ModelQuery = None,
             raise InvalidInput("z must hold exactly two codes to interpolate between")
         codes = figures.interpolation_codes(loaded.model, z[0], z[1], steps, spherical, label)
     else:
-        x = await read_images(request, max_images=2, max_pixels=settings.max_image_pixels)
+        x = await read_images(request, max_images=2, max_pixels=settings.max_image_pixels,
+                              normalization=normalize)
         codes = figures.image_interpolation_codes(loaded.model, x, steps, spherical, label)
     images = await _decoded(loaded, codes)
     if "application/json" in request.headers.get("accept", ""):

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from aae.errors import CapabilityError, InvalidInput
 from aae.inputs import codes
-from service.core.deps import ModelQuery, VersionQuery, serving
+from service.core.deps import (ModelQuery, NormalizeQuery, ReturnInputQuery, VersionQuery,
+                               serving)
 from service.core.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.core.query_route import QueryOnlyRoute
 from service.inference.encoding import PIXELS
@@ -81,28 +82,39 @@ async def _images_response(request: Request, loaded: LoadedModel, images: torch.
                     headers={"X-Model": loaded.name, "X-Model-Version": str(loaded.version)})
 
 
-async def _images(request: Request, settings: ServiceSettings) -> torch.Tensor:
+async def read_model_inputs(request: Request, settings: ServiceSettings,
+                  normalize: NormalizeQuery) -> torch.Tensor:
     return await read_images(request, max_images=settings.max_images,
                              max_pixels=settings.max_image_pixels,
-                             max_depth=settings.max_json_depth)
+                             max_depth=settings.max_json_depth, normalization=normalize)
+
+
+def with_inputs(body: dict, x: torch.Tensor, return_input: bool) -> dict:
+    """The answer, with the model's inputs added where the request asked for them."""
+    if return_input:
+        body["inputs"] = x.tolist()
+    return body
 
 
 @router.post("/encode", response_model=CodePublic, openapi_extra=IMAGE_BODY,
              summary="Images -> latent code z (and class probabilities y)")
-async def encode(request: Request, model: ModelQuery = None,
-                 version: VersionQuery = None) -> Response:
+async def encode(request: Request, model: ModelQuery = None, version: VersionQuery = None,
+                 normalize: NormalizeQuery = None, return_input: ReturnInputQuery = False
+                 ) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
-    x = await _images(request, settings)
+    x = await read_model_inputs(request, settings, normalize)
     z, y = await loaded.batchers["encode"](x)
-    return _json({"model": loaded.name, "version": loaded.version, "z": z.tolist(),
-                  "y": None if y is None else y.tolist()})
+    return _json(with_inputs({"model": loaded.name, "version": loaded.version,
+                              "z": z.tolist(), "y": None if y is None else y.tolist()},
+                             x, return_input))
 
 
 @router.post("/classify", response_model=ClassificationPublic, openapi_extra=IMAGE_BODY,
              summary="Images -> predicted class and class probabilities")
-async def classify(request: Request, model: ModelQuery = None,
-                   version: VersionQuery = None) -> Response:
+async def classify(request: Request, model: ModelQuery = None, version: VersionQuery = None,
+                   normalize: NormalizeQuery = None, return_input: ReturnInputQuery = False
+                   ) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
     if not loaded.model.cfg.has_categorical:
@@ -110,7 +122,7 @@ async def classify(request: Request, model: ModelQuery = None,
             f"{loaded.name} version {loaded.version} is a {loaded.model.cfg.mode.value} model "
             "and has no categorical code to classify with; use a semi_supervised or "
             "clustering model")
-    x = await _images(request, settings)
+    x = await read_model_inputs(request, settings, normalize)
     _, y = await loaded.batchers["encode"](x)
     probabilities = y.tolist()
     labels = [p.index(max(p)) for p in probabilities]  # argmax: the first of equals
@@ -119,7 +131,7 @@ async def classify(request: Request, model: ModelQuery = None,
                             for label, p in zip(labels, probabilities)]}
     if len(labels) == 1:
         body.update(label=labels[0], probabilities=probabilities[0])
-    return _json(body)
+    return _json(with_inputs(body, x, return_input))
 
 
 @router.post("/reconstruct", openapi_extra=IMAGE_BODY, responses={200: IMAGE_RESPONSE},
@@ -129,10 +141,10 @@ async def reconstruct(request: Request,
                       label: Annotated[int | None, Query(
                           ge=0, le=99, description="class of the images (supervised models)")]
                       = None,
-                      scale: Scale = 1) -> Response:
+                      scale: Scale = 1, normalize: NormalizeQuery = None) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
-    x = await _images(request, settings)
+    x = await read_model_inputs(request, settings, normalize)
     check_work(request, x.shape[0], scale, settings.max_output_pixels)
     labels = loaded.model.reconstruction_labels(label, x.shape[0], loaded.name)
     (images,) = await loaded.batchers["reconstruct"](x, labels)

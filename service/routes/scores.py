@@ -7,12 +7,12 @@ from fastapi import APIRouter, Request, Response
 
 from aae import anomaly
 from aae.config import Mode
-from service.core.deps import ModelQuery, VersionQuery, serving
+from service.core.deps import (ModelQuery, NormalizeQuery, ReturnInputQuery, VersionQuery,
+                               serving)
 from service.core.errors import problem_responses
 from service.core.query_route import QueryOnlyRoute
-from service.inference.inputs import read_images
 from service.inference.schemas import ScoresPublic
-from service.routes.inference import IMAGE_BODY
+from service.routes.inference import IMAGE_BODY, read_model_inputs, with_inputs
 
 router = APIRouter(tags=["inference"], route_class=QueryOnlyRoute,
                    responses=problem_responses(400, 404, 409, 413, 415, 422))
@@ -21,12 +21,12 @@ router = APIRouter(tags=["inference"], route_class=QueryOnlyRoute,
 @router.post("/score", response_model=ScoresPublic, openapi_extra=IMAGE_BODY,
              summary="Images -> anomaly score (reconstruction error + prior density), and "
              "whether each is an outlier by the version's calibrated threshold")
-async def score(request: Request, model: ModelQuery = None,
-                version: VersionQuery = None) -> Response:
+async def score(request: Request, model: ModelQuery = None, version: VersionQuery = None,
+                normalize: NormalizeQuery = None, return_input: ReturnInputQuery = False
+                ) -> Response:
     registry, settings = serving(request)
     loaded = await registry.get(model, version)
-    x = await read_images(request, max_images=settings.max_images,
-                          max_pixels=settings.max_image_pixels)
+    x = await read_model_inputs(request, settings, normalize)
     if loaded.model.cfg.mode is Mode.SUPERVISED:  # the best class of ten: not batched
         scores = anomaly.score(loaded.model, x)
     else:
@@ -44,4 +44,5 @@ async def score(request: Request, model: ModelQuery = None,
                        for s, r, p in zip(scores.score.tolist(),
                                           scores.reconstruction.tolist(),
                                           scores.prior_nll.tolist())]}
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(orjson.dumps(with_inputs(body, x, return_input)),
+                    media_type="application/json")

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aae.checkpoints import publish_model
 from aae.config import AAEConfig, Mode, Precision
 from aae.data import Digits, load_splits, splits_for
+from aae.digits import normalize
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore
 from aae.training import Trainer
@@ -161,8 +162,14 @@ class ImageFiles:
         return Image.fromarray(pixels.numpy())  # uint8: mode "L"
 
     def pixels(self, i: int = 0) -> torch.Tensor:
-        """What the service sees for ``png(i)``: 784 floats in [0, 1]."""
-        return self.digits.images[i]
+        """What the model sees for ``png(i)``: the digit made MNIST's way again (nearly its
+        own pixels: MNIST's digits are already so), 784 floats in [0, 1]."""
+        return torch.from_numpy(normalize(self.digits.images[i].reshape(28, 28).numpy())
+                                .ravel())
+
+    def inputs(self, n: int) -> torch.Tensor:
+        """``pixels`` of the first ``n`` digits, (n, 784)."""
+        return torch.stack([self.pixels(i) for i in range(n)])
 
     def label(self, i: int = 0) -> int:
         return int(self.digits.labels[i])

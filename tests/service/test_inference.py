@@ -18,6 +18,7 @@ from PIL import Image
 from aae.checkpoints import load_model, publish_model
 from aae.config import Precision
 from aae.data import splits_for
+from aae.digits import normalize, read_image
 from aae.presets import build_config
 from aae.training import Trainer
 
@@ -67,7 +68,8 @@ def library(store, name="digits", version=None):
 
 
 def pillow_pixels(data: bytes) -> torch.Tensor:
-    """The documented decoding: ITU-R 601-2 luma, Lanczos resize to 28x28, / 255."""
+    """The documented decoding with normalize=none: ITU-R 601-2 luma, Lanczos resize to
+    28x28, / 255."""
     image = Image.open(io.BytesIO(data)).convert("L")
     if image.size != (28, 28):
         image = image.resize((28, 28), Image.Resampling.LANCZOS)
@@ -109,14 +111,31 @@ def test_encode_gives_the_library_code_whatever_the_form(client, store, image_fi
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "rgb_png", "large_png"])
-def test_encode_converts_colour_jpeg_and_other_sizes_like_pillow(client, store, image_files,
-                                                                  kind):
+def test_encode_with_normalize_none_converts_colour_jpeg_and_sizes_like_pillow(
+        client, store, image_files, kind):
     data = getattr(image_files, kind)(2)
     content_type = "image/jpeg" if kind == "jpeg" else "image/png"
-    response = client.post("/encode", content=data, headers={"content-type": content_type})
+    response = client.post("/encode?normalize=none", content=data,
+                           headers={"content-type": content_type})
     assert response.status_code == 200, response.text
     expected = library(store).encode(pillow_pixels(data))
     torch.testing.assert_close(torch.tensor(response.json()["z"]), expected.z,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "rgb_png", "large_png"])
+def test_encode_makes_colour_jpeg_and_other_sizes_mnist_inputs(client, store, image_files,
+                                                               kind):
+    data = getattr(image_files, kind)(2)
+    content_type = "image/jpeg" if kind == "jpeg" else "image/png"
+    response = client.post("/encode?return_input=true", content=data,
+                           headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    seen = torch.tensor(body["inputs"][0])
+    expected = torch.from_numpy(normalize(read_image(data)).ravel())
+    torch.testing.assert_close(seen, expected)
+    torch.testing.assert_close(torch.tensor(body["z"]), library(store).encode(seen).z,
                                rtol=1e-4, atol=1e-4)
 
 
@@ -163,7 +182,7 @@ def test_classify_real_test_digits_far_above_chance(client, store, image_files):
     assert "label" not in body and "probabilities" not in body  # only for one image
     labels = torch.tensor([p["label"] for p in body["predictions"]])
     truth = image_files.digits.labels[:n]
-    expected = library(store).classify(image_files.digits.images[:n]).argmax(1)
+    expected = library(store).classify(image_files.inputs(n)).argmax(1)
     assert torch.equal(labels, expected)
     accuracy = (labels == truth).float().mean().item()
     assert accuracy >= 0.4, f"accuracy {accuracy:.2f} (chance is 0.10)"
@@ -193,7 +212,7 @@ def test_a_model_of_the_default_preset_is_served_as_it_classifies_in_training(
                            files=multipart(*(image_files.png(i) for i in range(n))))
     assert response.status_code == 200, response.text
     served = torch.tensor([p["probabilities"] for p in response.json()["predictions"]])
-    expected = result.model.classify(image_files.digits.images[:n])
+    expected = result.model.classify(image_files.inputs(n))
     torch.testing.assert_close(served, expected, rtol=1e-4, atol=1e-5)
     one = client.post("/classify?model=preset-default", content=image_files.png(3),
                       headers={"content-type": "image/png"}).json()
