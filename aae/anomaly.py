@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from aae import inputs
 from aae.config import Mode
 from aae.data import Digits
-from aae.model import AdversarialAutoencoder
+from aae.model import AdversarialAutoencoder, require_finite
 
 PERCENTILE = 99.0
 
@@ -42,8 +42,10 @@ def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 def combine(model: AdversarialAutoencoder, x: torch.Tensor, x_hat: torch.Tensor,
             z: torch.Tensor) -> Scores:
     """The scores of images ``x``, given their reconstructions and codes."""
+    require_finite("the model", "score", x_hat, z)
     rec = reconstruction_error(x, x_hat)
     nll = -model.prior.log_prob(z)
+    require_finite("the model", "score", rec, nll)  # a code far out in the prior's tail
     return Scores(rec, nll, rec + nll / model.cfg.x_dim)
 
 
@@ -52,10 +54,15 @@ def score(model: AdversarialAutoencoder, x: torch.Tensor) -> Scores:
     """The scores of a batch of images (float32 pixels in [0, 1])."""
     x = inputs.images(x, model.cfg.x_dim).to(model.device)
     code = model.encode(x)
+    require_finite("the model", "score", code.z)
     if model.cfg.mode is not Mode.SUPERVISED:
         return combine(model, x, model.decode(code.z, y=code.y), code.z)
-    errors = torch.stack([reconstruction_error(x, model.decode(code.z, labels=label))
-                          for label in range(model.cfg.n_classes)], dim=1)
+    errors = []
+    for label in range(model.cfg.n_classes):
+        x_hat = model.decode(code.z, labels=label)
+        require_finite("the model", "score", x_hat)
+        errors.append(reconstruction_error(x, x_hat))
+    errors = torch.stack(errors, dim=1)
     best = errors.argmin(1)
     return combine(model, x, model.decode(code.z, labels=best), code.z)
 

@@ -56,12 +56,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it."""
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, FILE_MODE)
+    """Write ``data`` to a new file and fsync it; if that fails (no space, say), the file
+    is removed again: a failed write leaves nothing behind."""
+    f = open(path, "xb")  # noqa: SIM115 - closed below, before the file may be removed
+    try:
+        with f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(path, FILE_MODE)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -101,14 +107,13 @@ def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Save tensors with safetensors (nothing pickled) and fsync the file."""
-    from safetensors.torch import save_file  # here: the rest of this module is torch-free
+    """Save tensors with safetensors (nothing pickled) as a new file, fsynced. Serialized
+    in memory and written here, so that a full disk is the OSError (ENOSPC) every other
+    write raises, not safetensors' own error."""
+    from safetensors.torch import save  # here: the rest of this module is torch-free
 
     cpu = {key: t.detach().to("cpu", copy=True).contiguous() for key, t in tensors.items()}
-    save_file(cpu, str(path), metadata={"format": "pt"})
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-    os.chmod(path, FILE_MODE)
+    write_bytes(path, save(cpu, metadata={"format": "pt"}))
 
 
 @contextmanager

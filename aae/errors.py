@@ -29,6 +29,22 @@ class CheckpointCorrupt(AAEError):
     """A published version cannot be read back."""
 
 
+class CheckpointDamaged(CheckpointCorrupt):
+    """A file of a published version differs from the version's manifest (or the manifest
+    itself is unreadable): the version is never served. ``fields`` names the model, the
+    version and the file, for the problem document."""
+
+    def __init__(self, name: str, version: int, file: str, reason: str) -> None:
+        super().__init__(f"model {name!r} version {version} is damaged: {file} {reason}; "
+                         "it is not served (aae store verify checks the whole store)")
+        self.fields = {"model": name, "version": version, "file": file}
+
+
+class NonFiniteOutput(AAEError):
+    """A model answered with NaN or infinite numbers (its weights are bad): the answer is
+    withheld."""
+
+
 class AliasInUse(AAEError):
     """A version cannot be deleted while an alias points at it."""
 

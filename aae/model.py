@@ -4,6 +4,7 @@
 (D_gauss on z, D_cat on y where the mode has y) and the prior. Its inference
 methods (``encode``, ``decode``, ``sample``, ``classify``, ``reconstruct``) take
 and return float32 tensors on the model's device and never track gradients.
+``require_finite`` is the rule for what is answered: finite numbers only.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from torch.nn import functional as F
 
 from aae import inputs
 from aae.config import AAEConfig, Mode
-from aae.errors import CapabilityError, InvalidInput
+from aae.errors import CapabilityError, InvalidInput, NonFiniteOutput
 from aae.nets import Decoder, Discriminator, Encoder
 from aae.priors import CategoricalPrior, make_prior
+
+
+def require_finite(subject: str, operation: str, *outputs: torch.Tensor | None) -> None:
+    """NonFiniteOutput unless every number of ``outputs`` (None: absent) is finite: a
+    model that answers NaN or infinity has bad weights, and its answer is withheld."""
+    if not all(bool(torch.isfinite(t).all()) for t in outputs if t is not None):
+        raise NonFiniteOutput(f"{subject} answered {operation} with numbers that are not "
+                              "finite (NaN or infinity): its weights are bad; the answer "
+                              "is withheld (aae store verify checks the store's files)")
 
 
 @dataclass(frozen=True)

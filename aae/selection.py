@@ -73,8 +73,11 @@ class Promotion:
 
 
 @contextmanager
-def _alias_lock(store: CheckpointStore, name: str) -> Iterator[None]:
-    store.versions(name)  # the store's CheckpointNotFound for a model it does not have
+def _alias_lock(store: CheckpointStore, name: str, version: int | str) -> Iterator[None]:
+    """The model's alias lock, taken only for a version that exists (the store's
+    CheckpointNotFound otherwise), so that an unknown model or version makes no lock
+    file; the version is resolved again under the lock."""
+    store.resolve(name, version)
     with file_lock(store.root / validate_name(name) / ALIASES_DIR / ".lock"):  # not an alias
         yield
 
@@ -93,7 +96,7 @@ def promote(store: CheckpointStore, name: str, alias: str, version: int | str,
     """Point ``alias`` of ``name`` at ``version``; with ``unless_worse``, only if the
     version's metric is no worse (no higher) than that of the alias' current target.
     Raises MetricWorse (the alias is left alone) or MetricMissing."""
-    with _alias_lock(store, name):
+    with _alias_lock(store, name, version):
         number = store.resolve(name, version)
         previous = store.aliases(name).get(alias)
         if unless_worse is None:

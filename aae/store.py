@@ -5,8 +5,9 @@ Layout under ``root``::
     <name>/<version>/weights.safetensors   one directory per published version (1, 2, ...)
     <name>/<version>/config.json
     <name>/<version>/metrics.json          the caller's metrics plus "created_at" (ISO-8601, UTC)
+    <name>/<version>/manifest.json         every other file's size and sha256 (aae.manifest)
     <name>/aliases/<alias>                 a text file holding a version number
-    <name>/.deleted/<version>              tombstone: the number is never handed out again
+    <name>/.deleted/<version>              tombstone (empty): the number is never handed out again
     <name>/.tmp-<uuid>/                    a version being written; never read
     <name>/.trash-<uuid>/                  a version being removed; never read
 
@@ -16,6 +17,15 @@ renaming a complete, fsynced temporary directory to its number (the rename fails
 another publisher took that number first, and the loser tries the next one), and an
 alias changes by ``os.replace`` of a fsynced file. ``latest`` is not stored: it is the
 highest version present. A version is gone as soon as its tombstone exists.
+
+Integrity: ``load`` checks every file of a version against its manifest and serves the
+weights from the very bytes it checked; a difference raises ``CheckpointDamaged`` naming
+the version and the file. Versions published before manifests load unchecked
+(``verify`` says "no manifest").
+
+A full disk: a failed alias move or deletion leaves the store as it was (the files and
+directories it made are removed). A tombstone is an empty file, so deleting a version
+needs no free blocks: on a full disk it still frees the version's space.
 """
 
 from __future__ import annotations
@@ -33,10 +43,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_bytes
 
+from aae import manifest
 from aae.atomic import fsync_dir, staged_dir, write_bytes, write_json, write_tensors
-from aae.errors import AliasInUse, CheckpointCorrupt, CheckpointNotFound, InvalidName
+from aae.errors import (AliasInUse, CheckpointCorrupt, CheckpointDamaged, CheckpointNotFound,
+                        InvalidName)
+from aae.manifest import MANIFEST_FILE, Damage, Manifest, ManifestUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +92,7 @@ def _validate_version(version: int | str) -> int:
     return version
 
 
-def _validate_user_alias(alias: str) -> str:
+def validate_user_alias(alias: str) -> str:
     """An alias a user may set or delete: a valid alias name other than 'latest'."""
     validate_name(alias, "alias")
     if alias == LATEST:
@@ -90,6 +103,14 @@ def _validate_user_alias(alias: str) -> str:
 def _is_race_loss(exc: OSError) -> bool:
     """True if renaming onto a version directory failed because it already exists."""
     return isinstance(exc, FileExistsError) or exc.errno in (errno.EEXIST, errno.ENOTEMPTY)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Undo a ``mkdir`` of ours, unless another writer has put something in it since."""
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def _digit_names(path: Path, dirs: bool) -> set[int]:
@@ -103,6 +124,21 @@ def _digit_names(path: Path, dirs: bool) -> set[int]:
     except FileNotFoundError:
         pass
     return found
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    """A version checked against its manifest: ``verified`` False means it has none
+    (published before manifests); ``damage`` lists the files that differ."""
+
+    name: str
+    version: int
+    verified: bool
+    damage: tuple[Damage, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
 
 
 @dataclass(frozen=True)
@@ -174,6 +210,7 @@ class CheckpointStore:
             for key, document in (extras or {}).items():
                 write_json(tmp / f"{validate_name(key, 'extra name')}.json", document,
                            indent=None)
+            write_json(tmp / MANIFEST_FILE, manifest.build(tmp))  # last: every file above
         try:
             version = self._rename_to_next_version(model_dir, tmp)
         except BaseException:
@@ -317,12 +354,26 @@ class CheckpointStore:
         return obj
 
     def extra(self, name: str, version: int | str | None, key: str) -> dict | None:
-        """The extra document ``key`` published with a version, None if it has none."""
+        """The extra document ``key`` published with a version, None if it has none;
+        checked against the version's manifest (CheckpointDamaged)."""
         number = self.resolve(name, version)
-        if not (self.root / name / str(number) / f"{validate_name(key, 'extra name')}.json"
-                ).is_file():
+        filename = f"{validate_name(key, 'extra name')}.json"
+        path = self.root / name / str(number) / filename
+        if not path.is_file():
             return None
-        return self._read_json(name, number, f"{key}.json")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise self._gone_or_corrupt(name, number, filename, exc) from exc
+        self._check_bytes(name, number, filename, data)
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise self._gone_or_corrupt(name, number, filename, exc) from exc
+        if not isinstance(obj, dict):
+            raise CheckpointCorrupt(f"{filename} of {name!r} version {number} "
+                                    "is not a JSON object")
+        return obj
 
     def info(self, name: str, version: int | str | None = None) -> VersionInfo:
         """Config, metrics and aliases of one version (see ``resolve`` for ``version``)."""
@@ -338,31 +389,85 @@ class CheckpointStore:
                            created_at=str(metrics.get("created_at", "")),
                            aliases=tuple(sorted(names)))
 
+    # -- integrity -------------------------------------------------------------------
+
+    def _manifest(self, name: str, version: int) -> Manifest | None:
+        try:
+            return Manifest.read(self.root / name / str(version))
+        except ManifestUnreadable as exc:
+            if not self._is_live(self.root / name, version):
+                raise CheckpointNotFound(f"model {name!r} has no version {version}") from None
+            raise CheckpointDamaged(name, version, exc.damage.file, exc.damage.reason) from exc
+
+    def _check_bytes(self, name: str, version: int, filename: str, data: bytes) -> None:
+        """CheckpointDamaged if ``data``, read from ``filename``, is not what the
+        version's manifest lists (nothing to check without a manifest)."""
+        found = self._manifest(name, version)
+        damage = found.check_bytes(filename, data) if found is not None else None
+        if damage is not None:
+            raise CheckpointDamaged(name, version, damage.file, damage.reason)
+
+    def verify(self, name: str, version: int | str) -> VersionCheck:
+        """Every file of a version against its manifest (an unreadable manifest is damage
+        of ``manifest.json``)."""
+        number = self.resolve(name, version)
+        try:
+            found = Manifest.read(self.root / name / str(number))
+        except ManifestUnreadable as exc:
+            return VersionCheck(name, number, True, (exc.damage,))
+        if found is None:
+            return VersionCheck(name, number, False, ())
+        return VersionCheck(name, number, True,
+                            tuple(found.check(self.root / name / str(number))))
+
     def load(self, name: str, version: int | str | None = None
              ) -> tuple[VersionInfo, dict[str, torch.Tensor]]:
-        """A version's info and its tensors on the CPU. Weights are read with safetensors
+        """A version's info and its tensors on the CPU, checked against its manifest
+        first: CheckpointDamaged names the first file that differs; the weights are
+        deserialized from the bytes that were checked. Weights are read with safetensors
         only, never unpickled; unreadable files raise CheckpointCorrupt."""
-        info = self.info(name, version)
+        number = self.resolve(name, version)
+        directory = self.root / name / str(number)
+        found = self._manifest(name, number)
         try:
-            tensors = load_file(str(info.path / WEIGHTS_FILE), device="cpu")
-        except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
-            raise self._gone_or_corrupt(name, info.version, WEIGHTS_FILE, exc) from exc
+            weights = (directory / WEIGHTS_FILE).read_bytes()
+        except OSError as exc:
+            raise self._gone_or_corrupt(name, number, WEIGHTS_FILE, exc) from exc
+        if found is not None:
+            damage = found.check_bytes(WEIGHTS_FILE, weights)
+            others = {k: v for k, v in found.files.items() if k != WEIGHTS_FILE}
+            damage = damage or next(iter(Manifest(others).check(directory)), None)
+            if damage is not None:
+                if not self._is_live(self.root / name, number):
+                    raise CheckpointNotFound(f"model {name!r} has no version {number}")
+                raise CheckpointDamaged(name, number, damage.file, damage.reason)
+        else:
+            logger.info("%s version %d has no manifest (published before manifests): "
+                        "loaded unverified", name, number)
+        info = self.info(name, number)
+        try:
+            tensors = load_bytes(weights)
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise self._gone_or_corrupt(name, number, WEIGHTS_FILE, exc) from exc
         return info, tensors
 
     # -- aliases and deletion --------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int | str) -> int:
         """Point ``alias`` at ``version`` (a number or another alias); returns the number."""
-        _validate_user_alias(alias)
+        validate_user_alias(alias)
         number = self.resolve(name, version)
         aliases_dir = self.root / name / ALIASES_DIR
+        made = not aliases_dir.is_dir()
         aliases_dir.mkdir(exist_ok=True)
         tmp = aliases_dir / f".tmp-{uuid.uuid4().hex}"
         try:
             write_bytes(tmp, f"{number}\n".encode("ascii"))
             os.replace(tmp, aliases_dir / alias)
-        except BaseException:
+        except BaseException:  # e.g. no space: the alias is as it was
             tmp.unlink(missing_ok=True)
+            if made:
+                _remove_if_empty(aliases_dir)
             raise
         fsync_dir(aliases_dir)
         if not self._is_live(self.root / name, number):
@@ -375,7 +480,7 @@ class CheckpointStore:
 
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove a user alias; CheckpointNotFound if it is not set."""
-        _validate_user_alias(alias)
+        validate_user_alias(alias)
         aliases_dir = self._model_dir(name) / ALIASES_DIR
         try:
             (aliases_dir / alias).unlink()
@@ -399,21 +504,32 @@ class CheckpointStore:
             raise AliasInUse(f"model {name!r} version {number} is used by alias(es) "
                              f"{', '.join(repr(a) for a in in_use)}; move or delete them first")
         deleted_dir = model_dir / DELETED_DIR
+        made = not deleted_dir.is_dir()
         deleted_dir.mkdir(exist_ok=True)
         tombstone = deleted_dir / str(number)
         try:
-            write_bytes(tombstone, (datetime.now(timezone.utc).isoformat() + "\n").encode())
+            write_bytes(tombstone, b"")  # empty: its name is the record, it needs no blocks
         except FileExistsError:
             raise CheckpointNotFound(f"model {name!r} has no version {number}") from None
-        fsync_dir(deleted_dir)
-        in_use = self._aliases_of(model_dir, number)  # an alias set while we checked
-        if in_use:
-            tombstone.unlink()
-            fsync_dir(deleted_dir)
-            raise AliasInUse(f"model {name!r} version {number} is used by alias(es) "
-                             f"{', '.join(repr(a) for a in in_use)}; move or delete them first")
+        except BaseException:  # e.g. no inode left: nothing changed
+            if made:
+                _remove_if_empty(deleted_dir)
+            raise
         trash = model_dir / f".trash-{uuid.uuid4().hex}"
-        os.rename(model_dir / str(number), trash)
+        try:
+            fsync_dir(deleted_dir)
+            in_use = self._aliases_of(model_dir, number)  # an alias set while we checked
+            if in_use:
+                raise AliasInUse(f"model {name!r} version {number} is used by alias(es) "
+                                 f"{', '.join(repr(a) for a in in_use)}; move or delete "
+                                 "them first")
+            os.rename(model_dir / str(number), trash)
+        except BaseException:  # the version stays, as it was
+            tombstone.unlink(missing_ok=True)
+            if made:
+                _remove_if_empty(deleted_dir)
+            fsync_dir(deleted_dir if deleted_dir.is_dir() else model_dir)
+            raise
         fsync_dir(model_dir)
         shutil.rmtree(trash, ignore_errors=True)
         logger.info("deleted %s version %d", name, number)

@@ -136,3 +136,61 @@ def wait_for() -> Callable[..., object]:
     """``wait_for(condition, timeout=60, what="...")``: poll until ``condition()`` is truthy;
     returns its value."""
     return _wait_for
+
+
+# -- a small real file system that fills up (full-disk tests) ------------------------------
+
+class SmallDisk:
+    """A tmpfs of a few MiB mounted for one test (the kernel's own ENOSPC, no fault
+    injected): ``mount(size, inodes)`` makes one, ``fill(path)`` writes until the kernel
+    says no space is left, then (``inodes=True``) makes empty files until no inode is
+    left either. Mounting needs root (or CAP_SYS_ADMIN), which CI has."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.mounts: list[Path] = []
+
+    def mount(self, size: int, inodes: int = 4096) -> Path:
+        target = self.tmp_path / f"disk-{len(self.mounts)}"
+        target.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes}",
+                               "tmpfs", str(target)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs for the full-disk tests (run them as "
+                        f"root or with CAP_SYS_ADMIN): {done.stderr.strip()}")
+        self.mounts.append(target)
+        return target
+
+    @staticmethod
+    def fill(directory: Path, inodes: bool = False) -> None:
+        import errno
+
+        fd = os.open(directory / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            for size in (1 << 16, 1):  # big writes, then the last bytes
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+        finally:
+            os.close(fd)
+        n = 0
+        while inodes:
+            try:
+                (directory / f".inode-{n}").touch()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                break
+            n += 1
+
+    def unmount_all(self) -> None:
+        for target in reversed(self.mounts):
+            subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    disk = SmallDisk(tmp_path)
+    yield disk
+    disk.unmount_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -62,7 +63,8 @@ def test_round_trip_is_bit_identical(store: CheckpointStore) -> None:
     assert info.metrics == {**metrics, "created_at": info.created_at}
     assert datetime.fromisoformat(info.created_at).utcoffset().total_seconds() == 0
     assert info.aliases == ("latest",)
-    assert sorted(os.listdir(info.path)) == ["config.json", "metrics.json", "weights.safetensors"]
+    assert sorted(os.listdir(info.path)) == ["config.json", "manifest.json", "metrics.json",
+                                             "weights.safetensors"]
 
 
 def test_caller_created_at_is_kept(store: CheckpointStore) -> None:
@@ -136,8 +138,8 @@ def test_concurrent_publishers_in_processes_get_distinct_complete_versions(
     assert store.versions("shared") == versions
     for _, seed, version in published:
         info, tensors = store.load("shared", version)
-        assert sorted(os.listdir(info.path)) == ["config.json", "metrics.json",
-                                                 "weights.safetensors"]
+        assert sorted(os.listdir(info.path)) == ["config.json", "manifest.json",
+                                                 "metrics.json", "weights.safetensors"]
         assert info.metrics["seed"] == seed
         assert_identical(tensors, make_tensors(seed))
     leftovers = [n for n in os.listdir(store.root / "shared") if n.startswith(".tmp-")]
@@ -502,10 +504,12 @@ def test_garbage_alias_file_is_corrupt_when_resolved_and_skipped_when_listed(
 
 
 def test_extra_safetensors_written_by_hand_load(store: CheckpointStore) -> None:
-    """The weights file is plain safetensors, readable by any safetensors client."""
+    """The weights file is plain safetensors, readable by any safetensors client; a
+    version written by hand (no manifest, as before manifests) loads unverified."""
     publish(store, 1)
     path = store.root / "mnist" / "1" / "weights.safetensors"
     save_file({"w": torch.arange(6.0).reshape(2, 3)}, str(path))
+    (path.parent / "manifest.json").unlink()
     assert torch.equal(store.load("mnist", 1)[1]["w"], torch.arange(6.0).reshape(2, 3))
     assert json.loads((path.parent / "config.json").read_text()) == CONFIG
 
@@ -515,5 +519,72 @@ def test_every_file_of_a_version_is_readable_by_other_users(tmp_path):
     store = CheckpointStore(tmp_path)
     version = store.publish("m", {"w": torch.zeros(2)}, {"mode": "unsupervised"}, {})
     files = list((tmp_path / "m" / str(version)).iterdir())
-    assert {f.name for f in files} == {"weights.safetensors", "config.json", "metrics.json"}
+    assert {f.name for f in files} == {"weights.safetensors", "config.json", "metrics.json",
+                                       "manifest.json"}
     assert {f.stat().st_mode & 0o777 for f in files} == {0o644}
+
+
+# -- a full disk: a real tmpfs filled to its last byte (and inode) ----------------------------
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and directory (None) under ``root``."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def full_store(small_disk) -> tuple[CheckpointStore, Path]:
+    """A store on a 4 MiB tmpfs with versions 1 and 2 of "mnist" (alias production -> 1)
+    and version 1 of "other" (no aliases), then filled: no byte left, inodes left."""
+    disk = small_disk.mount(4 << 20)
+    store = CheckpointStore(disk / "store")
+    publish(store, 1)
+    publish(store, 2)
+    publish(store, 3, name="other")
+    store.set_alias("mnist", "production", 1)
+    small_disk.fill(disk)
+    return store, disk
+
+
+def test_a_full_disk_fails_alias_moves_and_publishes_leaving_the_store_as_it_was(
+        full_store, small_disk) -> None:
+    store, disk = full_store
+    before = snapshot(store.root)
+    for name, alias, version in (("mnist", "production", 2), ("mnist", "staging", 2),
+                                 ("other", "production", 1)):  # "other": no aliases yet
+        with pytest.raises(OSError) as caught:
+            store.set_alias(name, alias, version)
+        assert caught.value.errno == errno.ENOSPC
+        assert snapshot(store.root) == before, (name, alias)
+    with pytest.raises(OSError) as caught:
+        publish(store, 4)
+    assert caught.value.errno == errno.ENOSPC
+    assert snapshot(store.root) == before  # no .tmp-* left behind
+    assert store.aliases("mnist") == {"production": 1, "latest": 2}
+
+
+def test_a_version_is_deleted_on_a_full_disk_and_frees_its_space(full_store) -> None:
+    """A tombstone is an empty file: deleting needs an inode but no free block."""
+    store, disk = full_store
+    free = os.statvfs(disk).f_bfree
+    store.delete_version("mnist", 2)
+    assert store.versions("mnist") == [1]
+    assert (store.root / "mnist" / ".deleted" / "2").stat().st_size == 0
+    assert os.statvfs(disk).f_bfree > free
+    assert publish(store, 5) == 3  # and there is room again; number 2 is never reused
+
+
+def test_a_delete_without_an_inode_left_leaves_the_store_as_it_was(full_store,
+                                                                    small_disk) -> None:
+    """The issue's fault: an empty tombstone (the version gone from listings) and its
+    directory in place. Now nothing of the delete remains."""
+    store, disk = full_store
+    small_disk.fill(disk, inodes=True)
+    before = snapshot(store.root)
+    assert not (store.root / "mnist" / ".deleted").exists()
+    with pytest.raises(OSError) as caught:
+        store.delete_version("mnist", 2)
+    assert caught.value.errno == errno.ENOSPC
+    assert snapshot(store.root) == before
+    assert store.versions("mnist") == [1, 2]
+    assert_identical(store.load("mnist", 2)[1], make_tensors(2))
