@@ -249,6 +249,9 @@ class AAEConfig:
     # for z ~ p(z), y ~ Cat(n_classes), so that the class input, not the style code, sets
     # the digit a sample shows (the encoder takes no gradient from it)
     sample_class_weight: float = _bounded(0.0, NON_NEGATIVE)
+    # epochs trained without the sample-fidelity term before it starts (a warm-up in which
+    # q(y|x), the term's judge, learns first)
+    sample_class_warmup: int = _bounded(0, Range(ge=0, le=10_000))
     # the reconstruction's gradient reaches q(y|x) through the class input the decoder
     # reads (the paper's), or not: y enters the decoder detached, so that q(y|x) learns
     # from the labels, the adversary and the consistency terms alone

@@ -156,6 +156,7 @@ class Batch:
     x_labeled: torch.Tensor | None = None  # a labeled minibatch (semi-supervised mode)
     y_labeled: torch.Tensor | None = None
     radius: torch.Tensor | None = None  # x's neighbour distances (per-digit VAT radius)
+    sample_class: bool = True  # the sample-fidelity term applies (past its warm-up)
 
 
 def _apply(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
@@ -318,7 +319,7 @@ def simultaneous_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Bat
         rec_loss = reconstruction_loss(model.decoder(z, _decoder_class(cfg, y)), batch.x)
         c_terms = _classification(model, batch, x_in, y_logits)
         s_loss = (sample_class_loss(model, batch.x.shape[0], generator)
-                  if cfg.sample_class_weight > 0 else None)
+                  if cfg.sample_class_weight > 0 and batch.sample_class else None)
 
     grad = torch.autograd.grad
     steps = [(opt.discriminator, opt.discriminators, d_loss),
@@ -356,7 +357,7 @@ def sequential_step(model: AdversarialAutoencoder, opt: Optimizers, batch: Batch
         y = _class_input(cfg, model, y_logits, batch.labels)
         rec_loss = reconstruction_loss(model.decoder(z, _decoder_class(cfg, y)), batch.x)
         s_loss = (sample_class_loss(model, batch.x.shape[0], generator)
-                  if cfg.sample_class_weight > 0 else None)
+                  if cfg.sample_class_weight > 0 and batch.sample_class else None)
         _apply(opt.reconstruction, opt.autoencoder,
                _reconstruction_grads(model, opt, rec_loss, s_loss, False))
 

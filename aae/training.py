@@ -134,6 +134,7 @@ class Trainer:
         cfg, dev, b = self.cfg, self.device, self.batch_size
         order = _permutation(len(self.source), cfg.seed, 0, epoch)
         labeled = self._labeled_stream(epoch) if cfg.mode is Mode.SEMI_SUPERVISED else None
+        sample_class = epoch >= cfg.sample_class_warmup
         for i in range(self.steps_per_epoch):
             rows = order[i * b:(i + 1) * b]
             x = self.source.images[rows].to(dev, non_blocking=True)
@@ -142,9 +143,10 @@ class Trainer:
             radius = self.radius[rows].to(dev) if self.radius is not None else None
             if labeled is not None:
                 x_l, y_l = next(labeled)
-                yield Batch(x=x, x_labeled=x_l, y_labeled=y_l, radius=radius)
+                yield Batch(x=x, x_labeled=x_l, y_labeled=y_l, radius=radius,
+                            sample_class=sample_class)
             else:
-                yield Batch(x=x, labels=labels, radius=radius)
+                yield Batch(x=x, labels=labels, radius=radius, sample_class=sample_class)
 
     def _labeled_stream(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Labeled minibatches for one epoch: passes over the labeled set, reshuffled per pass."""

@@ -80,6 +80,14 @@ def test_the_reconstruction_reaches_q_y_only_where_configured(through, fixture_d
     assert (cat is not None and cat.abs().sum() > 0) == through
 
 
+def test_the_sample_class_term_waits_for_its_warm_up(fixture_data_dir):
+    cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, hidden=32, epochs=2,
+                    validation_size=300, sample_class_weight=1.0, sample_class_warmup=1)
+    trainer = Trainer(cfg, splits_for(cfg, fixture_data_dir))
+    trainer.fit()
+    assert [("sample_class" in epoch) for epoch in trainer.history] == [False, True]
+
+
 def test_classifiers_report_the_fidelity_of_their_samples(fixture_data_dir):
     cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=100, epochs=1, max_steps=5,
                     validation_size=300)
