@@ -24,11 +24,12 @@ from aae.priors import CategoricalPrior, make_prior
 
 def require_finite(subject: str, operation: str, *outputs: torch.Tensor | None) -> None:
     """NonFiniteOutput unless every number of ``outputs`` (None: absent) is finite: a
-    model that answers NaN or infinity has bad weights, and its answer is withheld."""
+    model that answers NaN or infinity has bad weights (or was driven out of range by
+    an extreme input), and its answer is withheld."""
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t is not None):
         raise NonFiniteOutput(f"{subject} answered {operation} with numbers that are not "
-                              "finite (NaN or infinity): its weights are bad; the answer "
-                              "is withheld (aae store verify checks the store's files)")
+                              "finite (NaN or infinity): its weights are bad, or the input "
+                              "drove it out of range; the answer is withheld")
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class AdversarialAutoencoder(nn.Module):
                     labels: torch.Tensor | int | list[int] | None = None) -> torch.Tensor:
         """P(Q(x)): each image through the code and back. A supervised model needs the labels."""
         code = self.encode(x)
+        require_finite("the model", "reconstruct", code.z, code.y)  # not the caller's fault
         labels = self.reconstruction_labels(labels, code.z.shape[0])
         if labels is not None:
             return self.decode(code.z, labels=labels)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aae.atomic import file_lock
 from aae.errors import AAEError, CheckpointNotFound
-from aae.store import ALIASES_DIR, CheckpointStore, validate_name
+from aae.store import ALIASES_DIR, CheckpointStore, validate_name, validate_user_alias
 
 
 class Metric(str, Enum):
@@ -96,6 +96,7 @@ def promote(store: CheckpointStore, name: str, alias: str, version: int | str,
     """Point ``alias`` of ``name`` at ``version``; with ``unless_worse``, only if the
     version's metric is no worse (no higher) than that of the alias' current target.
     Raises MetricWorse (the alias is left alone) or MetricMissing."""
+    validate_user_alias(alias)  # before the lock: a refused alias makes no lock file
     with _alias_lock(store, name, version):
         number = store.resolve(name, version)
         previous = store.aliases(name).get(alias)

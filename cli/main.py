@@ -2,6 +2,7 @@
 
     aae train --mode semi_supervised --labels 100 --epochs 10
     aae models
+    aae store verify   # every version's files against its manifest
     aae figure manifold --model digits -o manifold.png
     aae sweep run --labels 100 --grid seed=1,2,3   # or: submit, list, show
     aae up          # Redis (embedded unless REDIS_URL is set), a worker and the API
@@ -102,6 +103,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    """Check every version (of ``args.name``, else of every model) against its manifest:
+    1 if any is damaged, else 0. Versions without a manifest are listed, unverified."""
+    store = CheckpointStore(args.model_dir or get_settings().model_dir)
+    names = [args.name] if args.name else store.models()
+    counts = {"ok": 0, "no manifest": 0, "damaged": 0}
+    for name in names:
+        for version in store.versions(name):
+            check = store.verify(name, version)
+            state = ("damaged" if check.damage else "ok" if check.verified
+                     else "no manifest")
+            counts[state] += 1
+            print(f"{name} v{version}: {state}"
+                  + ("" if state != "no manifest" else " (published before manifests: "
+                     "unverified)"))
+            for damage in check.damage:
+                print(f"  {damage.file}: {damage.reason}")
+    print(f"{store.root}: {counts['ok']} verified, {counts['damaged']} damaged, "
+          f"{counts['no manifest']} without a manifest")
+    return 1 if counts["damaged"] else 0
+
+
 def cmd_figure(args: argparse.Namespace) -> int:
     """The figure routes' pictures, from the store directly (no server needed)."""
     import torch
@@ -174,14 +197,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         prepare_multiprocess_dir()  # no stale values of an earlier run
         print(f"aae serve: {store_line(get_settings().model_dir)}", file=sys.stderr, flush=True)
+        if warning := open_door_warning(args.host):
+            print(f"aae serve: warning: {warning}", file=sys.stderr, flush=True)
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers)
     return 0
 
 
+def open_door_warning(host: str) -> str | None:
+    """What to say when the API listens beyond this machine without an API key."""
+    from service.core.auth import SET_A_KEY, is_loopback
+    from service.settings import get_settings as service_settings
+
+    if is_loopback(host) or service_settings().api_key is not None:
+        return None
+    return (f"listening on {host}, beyond this machine, without AAE_API_KEY: only "
+            "loopback clients may submit or cancel jobs and sweeps, move aliases or delete "
+            f"versions; others get 403 (inference stays open). To let them: {SET_A_KEY}")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from cli.up import up
 
+    if warning := open_door_warning(args.host):
+        print(f"aae up: warning: {warning}", file=sys.stderr, flush=True)
     return up(get_settings(), host=args.host, port=args.port, workers=args.workers)
 
 
@@ -239,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     figure.set_defaults(func=cmd_figure)
 
     sweep.add_parser(commands, add_config_arguments)
+
+    store = commands.add_parser("store", help="check the checkpoint store")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    verify = store_commands.add_parser(
+        "verify", help="check every version's files against its manifest (exit 1 on damage)")
+    verify.add_argument("name", nargs="?", help="only this model")
+    verify.add_argument("--model-dir", type=Path, help="checkpoint store (default "
+                        "$AAE_MODEL_DIR)")
+    verify.set_defaults(func=cmd_store_verify)
 
     presets = commands.add_parser("presets", help="the named recipes and their values")
     presets.set_defaults(func=cmd_presets)

@@ -6,6 +6,7 @@ input problems. ``install`` maps them all, plus FastAPI's validation errors, to 
 
 from __future__ import annotations
 
+import errno
 import logging
 from http import HTTPStatus
 
@@ -17,7 +18,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
-                        CheckpointNotFound, InvalidInput, InvalidName)
+                        CheckpointDamaged, CheckpointNotFound, InvalidInput, InvalidName,
+                        NonFiniteOutput)
 from aae.selection import MetricMissing, MetricWorse
 from service.core.schemas import Problem
 
@@ -82,6 +84,13 @@ class Unauthorized(ServiceError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServiceError):
+    """A change refused to this client: without an API key, only loopback clients may."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class JobNotFound(ServiceError):
     status = 404
     title = "Not found"
@@ -100,8 +109,13 @@ LIBRARY_STATUS: list[tuple[type[AAEError], int, str]] = [
     (AliasInUse, 409, "Conflict"),
     (MetricWorse, 409, "Not promoted: the version is worse"),
     (MetricMissing, 422, "Metric missing"),
+    (CheckpointDamaged, 500, "Model damaged"),
     (CheckpointCorrupt, 500, "Model cannot be loaded"),
+    (NonFiniteOutput, 500, "Model answer is not finite"),
 ]
+
+# a write to the store that finds no space (or no quota) left: 507 naming the store
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict]:
@@ -234,6 +248,18 @@ def install(app: FastAPI) -> None:
         # the Open Inference Protocol's error shape under /v2, unknown routes included
         return error_response(request.url.path, exc.status_code, str(exc.detail),
                               str(exc.detail), headers or None)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in NO_SPACE:
+            return await _unexpected(request, exc)
+        root = request.app.state.store.root
+        logger.error("the checkpoint store %s is full: %s", root, exc)
+        return problem(507, "Insufficient storage",
+                       f"the checkpoint store {root} has no space left "
+                       f"({exc.strerror or 'no space left on device'}): nothing was "
+                       "changed; free space there (AAE_MODEL_DIR) and retry",
+                       store=str(root))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -87,13 +87,16 @@ class Batcher:
     """Batches calls of ``forward(*inputs) -> outputs``; every tensor's first dimension is
     the batch. An input may be None (an input the model does not take): it must then be
     None in every call, and is passed on as None. A request larger than ``max_batch``
-    runs on its own (in slices of ``max_batch`` rows on the event loop)."""
+    runs on its own (in slices of ``max_batch`` rows on the event loop). ``check``, if
+    given, sees each request's outputs before they are handed back; what it raises
+    fails that request alone."""
 
     def __init__(self, forward: Forward, executor: Executor | None, max_batch: int,
                  max_wait_s: float, observe: Callable[[PassReport], None] | None = None,
-                 max_queue: int = 0, deadline_s: float = 0.0, depth: Depth | None = None
+                 max_queue: int = 0, deadline_s: float = 0.0, depth: Depth | None = None,
+                 check: Callable[[tuple[torch.Tensor | None, ...]], None] | None = None
                  ) -> None:
-        self.forward, self.executor = forward, executor
+        self.forward, self.executor, self.check = forward, executor, check
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.observe = observe  # called with a PassReport after each pass
         self.max_queue, self.deadline_s = max_queue, deadline_s
@@ -178,9 +181,15 @@ class Batcher:
             for i, (_, future, *_) in enumerate(batch):
                 if not future.done():
                     start_row = sum(sizes[:i])
-                    future.set_result(tuple(None if out is None else
-                                            out[start_row:start_row + sizes[i]]
-                                            for out in outputs))
+                    mine = tuple(None if out is None else out[start_row:start_row + sizes[i]]
+                                 for out in outputs)
+                    try:
+                        if self.check is not None:
+                            self.check(mine)
+                    except Exception as exc:  # noqa: BLE001 - this request's answer only
+                        future.set_exception(exc)
+                        continue
+                    future.set_result(mine)
 
     def _report(self, batch: list, sizes: list[int], start: float, compute_s: float,
                 ok: bool) -> None:

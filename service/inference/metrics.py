@@ -32,6 +32,10 @@ QUEUE_DEPTH = Gauge("aae_inference_queue_depth", "Requests waiting for a forward
                     multiprocess_mode="livesum")
 SHED_REQUESTS = Counter("aae_requests_shed_total", "Requests answered 503 by admission "
                         "control, never computed: queue_full or deadline", ["reason"])
+DAMAGED_VERSIONS = Gauge("aae_model_version_damaged", "Versions found damaged when loaded "
+                         "(a file differs from the version's manifest): 1 until one loads "
+                         "whole again or is deleted", ["model", "version"],
+                         multiprocess_mode="livemax")
 MODELS_LOADED = Gauge("aae_models_loaded", "Model versions held in memory (1 while loaded)",
                       ["model", "version"], multiprocess_mode="livesum")
 
@@ -49,6 +53,9 @@ class InferenceMetrics:
 
     def unloaded(self, name: str, version: int) -> None:
         MODELS_LOADED.labels(name, str(version)).set(0)
+
+    def damaged(self, name: str, version: int, damaged: bool) -> None:
+        DAMAGED_VERSIONS.labels(name, str(version)).set(1 if damaged else 0)
 
     def batch(self, name: str, version: int, operation: str, report: PassReport) -> None:
         labels = (name, str(version), operation)

@@ -15,6 +15,11 @@ dynamic mmap threshold, which rises to the size of each freed weight matrix so t
 the next ones came from the heap and stayed there. Cycling 5 versions with a cache of 4
 grew RSS by 1.5 GB; without the cycle and with the threshold pinned
 (``pin_mmap_threshold``), by the cached models' size (tests/service/test_overload.py).
+
+Damage: a version whose files differ from its manifest is never loaded (the store raises
+``CheckpointDamaged``); the registry remembers it, for ``/readyz`` and the metric
+``aae_model_version_damaged``, until it loads whole again or is deleted. Every answer a
+batcher hands back is checked to be finite (``aae.model.require_finite``).
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from typing import Protocol
 import torch
 
 from aae.checkpoints import load_model
-from aae.errors import AAEError
-from aae.model import AdversarialAutoencoder
+from aae.errors import AAEError, CheckpointDamaged
+from aae.model import AdversarialAutoencoder, require_finite
 from aae.store import CheckpointStore, VersionInfo
 from service.inference.batching import Batcher, Depth, PassReport
 from service.inference.stats import InferenceStats
@@ -102,6 +107,7 @@ class Readiness:
     default_model: str
     default_version: int | None  # None: not loadable, see default_reason
     default_reason: str | None
+    damaged: dict[tuple[str, int], str]  # (model, version) -> file, found when loading
 
 
 class RegistryObserver(Protocol):
@@ -110,6 +116,7 @@ class RegistryObserver(Protocol):
     def cache(self, name: str, version: int, hit: bool) -> None: ...
     def loaded(self, loaded: LoadedModel, seconds: float) -> None: ...
     def unloaded(self, name: str, version: int) -> None: ...
+    def damaged(self, name: str, version: int, damaged: bool) -> None: ...
     def batch(self, name: str, version: int, operation: str, report: PassReport) -> None: ...
     def queue(self, name: str, stage: str) -> Depth: ...
 
@@ -118,6 +125,7 @@ class _Unobserved:
     def cache(self, name: str, version: int, hit: bool) -> None: pass
     def loaded(self, loaded: LoadedModel, seconds: float) -> None: pass
     def unloaded(self, name: str, version: int) -> None: pass
+    def damaged(self, name: str, version: int, damaged: bool) -> None: pass
     def batch(self, name: str, version: int, operation: str, report: PassReport) -> None: pass
     def queue(self, name: str, stage: str) -> Depth: return Depth()
 
@@ -136,6 +144,7 @@ class ModelRegistry:
         self._resolved: dict[tuple[str, str], tuple[int, float]] = {}
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future] = {}
+        self.damaged: dict[tuple[str, int], str] = {}  # (model, version) -> damaged file
 
     def resolve(self, name: str | None, version: str | None) -> tuple[str, int]:
         """(model name, version number) for a request; raises CheckpointNotFound."""
@@ -168,9 +177,16 @@ class ModelRegistry:
     async def _load(self, key: tuple[str, int]) -> LoadedModel:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        info, model = await loop.run_in_executor(
-            self.executor, load_model, self.store, key[0], key[1], self.device)
+        try:
+            info, model = await loop.run_in_executor(
+                self.executor, load_model, self.store, key[0], key[1], self.device)
+        except CheckpointDamaged as exc:
+            logger.error("%s", exc)
+            self._mark(key, exc.fields["file"])
+            raise
+        self._mark(key, None)
         loaded = LoadedModel(info, model)
+        subject = f"{key[0]} version {key[1]}"
         for op, fn in OPERATIONS.items():
             # the callbacks hold the model and the key, never ``loaded`` (no cycle)
             loaded.batchers[op] = Batcher(
@@ -180,7 +196,8 @@ class ModelRegistry:
                 self.max_wait_s,
                 observe=lambda report, op=op: self._observe(key, op, report),
                 max_queue=self.max_queue, deadline_s=self.deadline_s,
-                depth=self.observer.queue(key[0], op))
+                depth=self.observer.queue(key[0], op),
+                check=lambda outputs, op=op: require_finite(subject, op, *outputs))
         self._models[key] = loaded
         while len(self._models) > self.cache_size:
             evicted, _ = self._models.popitem(last=False)
@@ -191,6 +208,14 @@ class ModelRegistry:
         self.observer.loaded(loaded, seconds)
         return loaded
 
+    def _mark(self, key: tuple[str, int], file: str | None) -> None:
+        """Remember ``key`` as damaged (in ``file``), or as whole (None)."""
+        if file is not None:
+            self.damaged[key] = file
+            self.observer.damaged(*key, damaged=True)
+        elif self.damaged.pop(key, None) is not None:
+            self.observer.damaged(*key, damaged=False)
+
     async def readiness(self) -> Readiness:
         try:
             self.store.models()
@@ -198,12 +223,14 @@ class ModelRegistry:
             logger.error("checkpoint store %s is not readable: %s", self.store.root, exc)
             return Readiness(False, f"the checkpoint store is not readable "
                              f"({exc.strerror or type(exc).__name__})", self.default_model,
-                             None, None)
+                             None, None, dict(self.damaged))
         try:
             loaded = await self.get()
         except AAEError as exc:
-            return Readiness(True, None, self.default_model, None, str(exc))
-        return Readiness(True, None, self.default_model, loaded.version, None)
+            return Readiness(True, None, self.default_model, None, str(exc),
+                             dict(self.damaged))
+        return Readiness(True, None, self.default_model, loaded.version, None,
+                         dict(self.damaged))
 
     def _observe(self, key: tuple[str, int], operation: str, report: PassReport) -> None:
         self.stats.record(*key, report)
@@ -214,4 +241,6 @@ class ModelRegistry:
         self._resolved = {k: v for k, v in self._resolved.items() if k[0] != name}
         if version is not None and self._models.pop((name, version), None) is not None:
             self.observer.unloaded(name, version)
+        if version is not None:  # deleted: no longer damaged either
+            self._mark((name, version), None)
 

@@ -228,6 +228,7 @@ class Sweeps:
     def cancel(self, sweep_id: str) -> SweepPublic:
         """Cancel every point that has not ended (queued ones at once, running ones at
         their next step); no promotion follows. 409 if every point had ended."""
+        self.record(sweep_id)  # 404 before the lock: an unknown id makes no lock file
         with locked(self.model_dir, sweep_id):
             record = self.record(sweep_id)
             if _status(self.results(record)) == "ended":

@@ -28,4 +28,9 @@ async def readyz(registry: RegistryDep) -> Health:
                   f"({state.default_reason}); training and other models are served")
     else:
         detail = f"{state.default_model} version {state.default_version}"
+    if state.damaged:
+        found = ", ".join(f"{name} version {version} ({file})"
+                          for (name, version), file in sorted(state.damaged.items()))
+        detail += (f"; {len(state.damaged)} damaged version(s) found and not served: "
+                   f"{found} (aae store verify)")
     return Health(status="ready", detail=detail)

@@ -31,7 +31,7 @@ JobId = Annotated[str, Path(description="job id", pattern=r"^[A-Za-z0-9_-]{1,64}
 
 
 @router.post("/train", status_code=202, response_model=TrainJobPublic,
-             dependencies=[RequireApiKey], responses=problem_responses(401),
+             dependencies=[RequireApiKey], responses=problem_responses(401, 403),
              summary="Queue a training run; a worker trains and publishes a version")
 def submit_train_job(params: TrainJobCreate, jobs: JobQueueDep, request: Request,
                      response: Response) -> TrainJobPublic:
@@ -53,7 +53,7 @@ def get_job(job_id: JobId, jobs: JobQueueDep) -> TrainJobPublic:
 
 
 @router.post("/{job_id}/cancel", response_model=TrainJobPublic, dependencies=[RequireApiKey],
-             responses={**problem_responses(401, 404, 409),
+             responses={**problem_responses(401, 403, 404, 409),
                         202: {"description": "running: it stops at its next step and "
                                              "publishes nothing", "model": TrainJobPublic}},
              summary="Cancel a queued job, or stop a running one")

@@ -53,7 +53,7 @@ def get_version(name: Name, version: Version, store: StoreDep) -> ModelVersionPu
 
 
 @router.put("/{name}/aliases/{alias}", response_model=ModelVersionPublic,
-            dependencies=[RequireApiKey], responses=problem_responses(401),
+            dependencies=[RequireApiKey], responses=problem_responses(401, 403),
             summary="Point an alias (e.g. production) at a version, optionally only if "
                     "it is no worse by a validation metric")
 def set_alias(name: Name, alias: Alias, body: AliasUpdate, store: StoreDep,
@@ -67,7 +67,7 @@ def set_alias(name: Name, alias: Alias, body: AliasUpdate, store: StoreDep,
                dependencies=[RequireApiKey],
                summary="Delete a version (refused while an alias points at it)",
                responses={409: {"description": "an alias points at the version"},
-                          **problem_responses(401)})
+                          **problem_responses(401, 403)})
 def delete_version(name: Name, version: Annotated[int, Path(ge=1)], store: StoreDep,
                    registry: RegistryDep) -> Response:
     store.delete_version(name, version)

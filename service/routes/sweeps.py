@@ -25,7 +25,7 @@ SweepId = Annotated[str, Path(description="sweep id", pattern=r"^[A-Za-z0-9_-]{1
 
 
 @router.post("", status_code=202, response_model=SweepPublic, dependencies=[RequireApiKey],
-             responses=problem_responses(401),
+             responses=problem_responses(401, 403),
              summary="Queue one training job per point of a grid or list; every point is "
                      "checked first")
 def submit_sweep(params: SweepCreate, sweeps: SweepsDep, request: Request,
@@ -49,7 +49,7 @@ def get_sweep(sweep_id: SweepId, sweeps: SweepsDep) -> SweepPublic:
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepPublic, status_code=202,
-             dependencies=[RequireApiKey], responses=problem_responses(401, 404, 409),
+             dependencies=[RequireApiKey], responses=problem_responses(401, 403, 404, 409),
              summary="Cancel every point not ended (running ones stop at their next step)")
 def cancel_sweep(sweep_id: SweepId, sweeps: SweepsDep) -> SweepPublic:
     return sweeps.cancel(sweep_id)

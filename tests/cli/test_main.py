@@ -205,3 +205,69 @@ def test_the_store_is_one_per_user_wherever_the_command_runs(tmp_path, fixture_d
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
     assert f"no models in {tmp_path / 'data' / 'aae' / 'models'}" in run(tmp_path / "a",
                                                                       "models").stdout
+
+
+def test_store_verify_checks_every_version_and_fails_on_damage(tmp_path):
+    import torch
+
+    from aae.store import CheckpointStore
+
+    store = CheckpointStore(tmp_path / "models")
+    for seed in range(3):
+        store.publish("digits", {"w": torch.randn(64, 64, generator=torch.Generator()
+                                                  .manual_seed(seed))}, {}, {})
+    clean = aae("store", "verify", "--model-dir", str(store.root))
+    assert clean.returncode == 0, clean.stderr
+    assert "3 verified, 0 damaged, 0 without a manifest" in clean.stdout
+    (store.root / "digits" / "1" / "manifest.json").unlink()  # as published before manifests
+    weights = store.root / "digits" / "3" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    damaged = aae("store", "verify", "--model-dir", str(store.root))
+    assert damaged.returncode == 1, damaged.stderr
+    lines = damaged.stdout.splitlines()
+    assert "digits v1: no manifest (published before manifests: unverified)" in lines
+    assert "digits v2: ok" in lines
+    assert "digits v3: damaged" in lines
+    assert "  weights.safetensors: its sha256 differs from its manifest's" in lines
+    assert "1 verified, 1 damaged, 1 without a manifest" in lines[-1]
+    assert not (store.root / "digits" / "1" / "manifest.json").exists()  # none written
+
+
+@pytest.mark.parametrize(("host", "key", "warns"), [("0.0.0.0", None, True),
+                                                     ("0.0.0.0", "k3y", False),
+                                                     ("127.0.0.1", None, False)])
+def test_serve_beyond_loopback_without_a_key_says_so_at_start(tmp_path, host, key, warns):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "AAE_API_KEY"}
+    env.update(AAE_MODEL_DIR=str(tmp_path / "models"), **({"AAE_API_KEY": key} if key else {}))
+    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--host", host,
+                               "--port", str(port)], cwd=ROOT, env=env, text=True,
+                              stderr=subprocess.PIPE)
+    try:
+        lines = []
+        for line in server.stderr:  # up to uvicorn's own line: the warning comes before it
+            lines.append(line)
+            if "Uvicorn running" in line or "startup complete" in line:
+                break
+        said = "".join(lines)
+        assert "checkpoint store:" in said, said
+        warning = [line for line in lines if "warning" in line.lower()]
+        if warns:
+            assert warning == [f"aae serve: warning: listening on {host}, beyond this "
+                               "machine, without AAE_API_KEY: only loopback clients may "
+                               "submit or cancel jobs and sweeps, move aliases or delete "
+                               "versions; others get 403 (inference stays open). To let "
+                               "them: set AAE_API_KEY on the server and send "
+                               "Authorization: Bearer <key> "
+                               "(docs/operations.md#who-may-change-things)\n"], said
+        else:
+            assert warning == [], said
+    finally:
+        server.terminate()
+        server.wait(30)

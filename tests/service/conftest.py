@@ -101,15 +101,24 @@ def service_settings(model_dir: Path, **overrides: Any) -> ServiceSettings:
     return ServiceSettings(**{**values, **overrides})
 
 
+# Where the test client connects from. Starlette's default ("testclient") is no address;
+# without an API key the service lets only loopback clients change anything
+# (service.core.auth), so the tests connect from loopback, as a user of `aae up` does,
+# and the tests of that rule from REMOTE (an address of TEST-NET-1, RFC 5737).
+LOOPBACK = ("127.0.0.1", 50000)
+REMOTE = ("192.0.2.10", 50000)
+
+
 @pytest.fixture
 def make_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(**settings)``: a started client of an app over this test's store, with
-    settings overridden (e.g. small limits); stopped at the end of the test."""
+    """``make_client(client=LOOPBACK, **settings)``: a started client of an app over this
+    test's store, connecting from ``client``, with settings overridden (e.g. small
+    limits); stopped at the end of the test."""
     threads = torch.get_num_threads()  # the lifespan sets torch's process-wide thread count
     with ExitStack() as stack:
-        def make(**overrides: Any) -> TestClient:
+        def make(client: tuple[str, int] = LOOPBACK, **overrides: Any) -> TestClient:
             app = create_app(service_settings(model_dir, **overrides))
-            return stack.enter_context(TestClient(app))
+            return stack.enter_context(TestClient(app, client=client))
         yield make
     torch.set_num_threads(threads)
 

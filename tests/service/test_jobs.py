@@ -32,6 +32,7 @@ from aae_jobs.contract import datasets_key
 from cli.embedded_redis import EmbeddedRedis
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.service.conftest import LOOPBACK
 
 QUICK = {"epochs": 3, "hidden": 64, "validation_size": 300, "precision": "fp32"}
 LONG = {**QUICK, "mode": "semi_supervised", "n_labels": 100, "epochs": 200,
@@ -76,7 +77,8 @@ def make_client(stack: Stack) -> Iterator[Callable[..., TestClient]]:
         def make(**overrides: Any) -> TestClient:
             settings = {"model_dir": stack.model_dir, "redis_url": stack.redis.url,
                         "default_model": "base", "job_events_poll_s": 0.05, **overrides}
-            return clients.enter_context(TestClient(create_app(ServiceSettings(**settings))))
+            return clients.enter_context(TestClient(create_app(ServiceSettings(**settings)),
+                                                    client=LOOPBACK))
         yield make
     torch.set_num_threads(threads)
 
