@@ -100,15 +100,21 @@ class Sweeps:
         sweep_id = str(uuid.uuid4())
         records = [self.jobs.record(p, checked, sweep=sweep_id, request_id=request_id)
                    for p in points]
-        for record in records:  # every point durable before the sweep, and the sweep
-            write_record(self.model_dir, record)  # before any job is queued
         sweep = SweepRecord(
             id=sweep_id, queue=self.jobs.queue.name, name=points[0].model_name(),
             dataset=params.base.dataset, base=params.base.model_dump(exclude_unset=True),
             points=[SweepPoint(index=i, overrides=o, job_id=r.id)
                     for i, (o, r) in enumerate(zip(overrides, records, strict=True))],
             rank_by=params.rank_by.value, promote=params.promote, request_id=request_id)
-        write_sweep(self.model_dir, sweep)
+        try:  # every point durable before the sweep, and the sweep before any job is queued
+            for record in records:
+                write_record(self.model_dir, record)
+            write_sweep(self.model_dir, sweep)
+        except OSError:  # no space, say (507): nothing accepted, so no point may ever run
+            for record in records:
+                remove_record(self.model_dir, record.id)
+            remove_sweep(self.model_dir, sweep_id)
+            raise
         try:
             self.jobs.enqueue(records[0])
         except RedisError:  # nothing was queued: nothing accepted (503)
