@@ -106,3 +106,15 @@ def test_a_sweep_whose_disk_fills_halfway_leaves_no_point_behind(
               problem, disk)
     assert job_records(disk / "models", "training") == []
     assert sweep_records(disk / "models") == []
+
+
+def test_a_cancel_that_cannot_be_recorded_answers_507_and_cancels_nothing(
+        client: TestClient, disk: Path, small_disk, problem) -> None:
+    job = client.post("/jobs/train", json={"mode": "unsupervised", "epochs": 1})
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+    small_disk.fill(disk)
+    check_507(client.post(f"/jobs/{job_id}/cancel"), problem, disk)
+    (record,) = job_records(disk / "models", "training")
+    assert not record.cancel_requested
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
