@@ -260,6 +260,17 @@ class AAEConfig:
     labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
     # labeled images moved by up to this many pixels each step (0: off)
     label_shift: int = _bounded(0, Range(ge=0, le=8))
+    # training digits changed as handwriting differs (aae.augment; all 0: off): rotation
+    # in degrees, relative scale, shear factor, translation in pixels, strokes bolder or
+    # thinner (the share of a 3x3 dilation or erosion), elastic displacement in pixels,
+    # each drawn per digit up to this much either way; on the labeled digits, or on all
+    augment_rotation: float = _bounded(0.0, Range(ge=0, le=45))
+    augment_scale: float = _bounded(0.0, Range(ge=0, le=0.5))
+    augment_shear: float = _bounded(0.0, Range(ge=0, le=1))
+    augment_translation: float = _bounded(0.0, Range(ge=0, le=8))
+    augment_stroke: float = _bounded(0.0, Range(ge=0, le=1))
+    augment_elastic: float = _bounded(0.0, Range(ge=0, le=8))
+    augment_unlabeled: bool = False
     # the weights published: those of the epoch with the lowest validation error (the
     # validation reconstruction loss for models without a classifier), or the last epoch's
     keep_best: bool = False
