@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from aae.anomaly import calibrate
+from aae.augment import augmentation, augmented
 from aae.config import AAEConfig, Mode, Precision
 from aae.data import Digits, MNISTSplits, neighbor_distances
 from aae.device import default_device, resolve_precision, subnormals_flushed
@@ -112,6 +113,7 @@ class Trainer:
         self.model = AdversarialAutoencoder(cfg).to(self.device).train()
         self.optimizers = Optimizers(self.model, fused=self.device.type in ("cpu", "cuda"))
         # a moving average of the weights (and buffers) that is validated and published
+        self.augmentation = augmentation(cfg)
         self.average = weight_average(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.prior_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.epoch = 0  # epochs completed
@@ -138,11 +140,14 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             rows = order[i * b:(i + 1) * b]
             x = self.source.images[rows].to(dev, non_blocking=True)
+            if cfg.augment_unlabeled:
+                x = augmented(x, self.augmentation)
             labels = (self.source.labels[rows].to(dev) if cfg.mode is Mode.SUPERVISED
                       else None)
             radius = self.radius[rows].to(dev) if self.radius is not None else None
             if labeled is not None:
                 x_l, y_l = next(labeled)
+                x_l = augmented(x_l, self.augmentation)
                 yield Batch(x=x, x_labeled=x_l, y_labeled=y_l, radius=radius,
                             sample_class=sample_class)
             else:
