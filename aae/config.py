@@ -94,7 +94,7 @@ class Range:
     def holds(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        return (math.isfinite(value)
+        return ((isinstance(value, int) or math.isfinite(value))  # an int may exceed a float
                 and (self.ge is None or value >= self.ge)
                 and (self.gt is None or value > self.gt)
                 and (self.lt is None or value < self.lt)
@@ -161,10 +161,15 @@ def field_types() -> dict[str, FieldType]:
     return {f.name: _field_type(hints[f.name]) for f in dataclasses.fields(AAEConfig)}
 
 
-AT_LEAST_1 = Range(ge=1)
-NON_NEGATIVE = Range(ge=0)
-POSITIVE = Range(gt=0)
+# Every field has an upper bound too, far past any useful value, so that no number a
+# request can carry makes a run that cannot be built or never ends (the job API also
+# holds a run's estimated memory and steps against the workers' budget: aae.budget).
+DATASET_DIGITS = 60_000  # training digits of an MNIST-format dataset (MNIST, Fashion-MNIST)
+MAX_EPOCHS = 10_000
 FRACTION = Range(ge=0, lt=1)  # a dropout probability, a momentum
+RATE = Range(gt=0, le=10)  # a learning rate
+SPREAD = Range(gt=0, le=1000)  # a standard deviation, a radius, a step of pixel values
+WEIGHT = Range(ge=0, le=1000)  # a loss term's weight
 
 # the modes that take labeled examples, where n_labels applies
 LABEL_MODES = frozenset({Mode.SEMI_SUPERVISED, Mode.SUPERVISED})
@@ -176,34 +181,34 @@ class AAEConfig:
 
     mode: Mode = Mode.UNSUPERVISED
     # architecture
-    x_dim: int = _bounded(784, AT_LEAST_1)
-    z_dim: int = _bounded(2, AT_LEAST_1)
-    n_classes: int = _bounded(10, AT_LEAST_1)  # label classes, or clusters in clustering mode
-    hidden: int = _bounded(1000, AT_LEAST_1)
-    depth: int = _bounded(2, AT_LEAST_1)  # hidden layers in every network
+    x_dim: int = _bounded(784, Range(ge=1, le=65_536))
+    z_dim: int = _bounded(2, Range(ge=1, le=1024))
+    n_classes: int = _bounded(10, Range(ge=1, le=1000))  # label classes, or clusters in clustering mode
+    hidden: int = _bounded(1000, Range(ge=1, le=16_384))
+    depth: int = _bounded(2, Range(ge=1, le=16))  # hidden layers in every network
     dropout_encoder: float = _bounded(0.25, FRACTION)
     dropout_decoder: float = _bounded(0.25, FRACTION)
     dropout_discriminator: float = _bounded(0.2, FRACTION)
     # prior on z
     prior: PriorKind = PriorKind.GAUSSIAN
-    prior_std: float = _bounded(5.0, POSITIVE)
-    mixture_components: int = _bounded(10, AT_LEAST_1)
-    mixture_component_std: float = _bounded(1.0, POSITIVE)
+    prior_std: float = _bounded(5.0, SPREAD)
+    mixture_components: int = _bounded(10, Range(ge=1, le=1000))
+    mixture_component_std: float = _bounded(1.0, SPREAD)
     # optimisation (the seed's learning rates and batch size)
-    lr_reconstruction: float = _bounded(6e-4, POSITIVE)
-    lr_regularization: float = _bounded(8e-4, POSITIVE)
-    lr_semi_supervised: float = _bounded(1e-3, POSITIVE)
-    batch_size: int = _bounded(100, AT_LEAST_1)
-    epochs: int = _bounded(10, AT_LEAST_1)
+    lr_reconstruction: float = _bounded(6e-4, RATE)
+    lr_regularization: float = _bounded(8e-4, RATE)
+    lr_semi_supervised: float = _bounded(1e-3, RATE)
+    batch_size: int = _bounded(100, Range(ge=1, le=DATASET_DIGITS))
+    epochs: int = _bounded(10, Range(ge=1, le=MAX_EPOCHS))
     # stop after this many steps, whatever the epochs
-    max_steps: int | None = _bounded(None, AT_LEAST_1)
+    max_steps: int | None = _bounded(None, Range(ge=1, le=10**9))
     # data
     # labeled examples (semi_supervised, supervised; None = all labels), the same number
     # of each of the dataset's classes
-    n_labels: int | None = _bounded(None, Range(ge=DATASET_CLASSES,
+    n_labels: int | None = _bounded(None, Range(ge=DATASET_CLASSES, le=DATASET_DIGITS,
                                                 multiple_of=DATASET_CLASSES),
                                     why="the same number of each of the dataset's classes")
-    validation_size: int = _bounded(10_000, NON_NEGATIVE)
+    validation_size: int = _bounded(10_000, Range(ge=0, le=DATASET_DIGITS))
     # weights, dropout, batch order, and the splits unless split_seed is set (mixed with
     # counters into torch seeds)
     seed: int = _bounded(10, Range(ge=0, le=2**32 - 1))
@@ -211,15 +216,15 @@ class AAEConfig:
     # Fields below came after the first release; each default keeps the behaviour of the
     # models trained before it, so an older config.json rebuilds exactly its model.
     # encoder regularisation (the paper: Gaussian noise on the input, no dropout)
-    input_noise_std: float = _bounded(0.0, NON_NEGATIVE)
+    input_noise_std: float = _bounded(0.0, Range(ge=0, le=1000))
     encoder_batch_norm: bool = False  # BatchNorm1d after each of the encoder's layers
     # optimisation
     optimizer: Optimizer = Optimizer.ADAM
     momentum: float = _bounded(0.9, FRACTION)  # SGD only
     lr_schedule: LRSchedule = LRSchedule.CONSTANT
     # epochs after which the rate is multiplied (STEP), in any order (kept sorted)
-    lr_milestones: tuple[int, ...] = _bounded((), each=AT_LEAST_1)
-    lr_gamma: float = _bounded(0.1, POSITIVE)
+    lr_milestones: tuple[int, ...] = _bounded((), each=Range(ge=1, le=MAX_EPOCHS))
+    lr_gamma: float = _bounded(0.1, Range(gt=0, le=1000))
     step_mode: StepMode = StepMode.SIMULTANEOUS
     # the weights validated and published: an exponential moving average of the trained
     # ones, updated after every step with this decay after a warm-up (aae.optim.
@@ -227,28 +232,28 @@ class AAEConfig:
     ema_decay: float = _bounded(0.0, FRACTION)
     # consistency of q(y|x) on unlabeled digits (semi_supervised and clustering; 0 = off):
     # virtual adversarial training (Miyato et al. 2018) and conditional entropy minimisation
-    vat_weight: float = _bounded(0.0, NON_NEGATIVE)
+    vat_weight: float = _bounded(0.0, WEIGHT)
     # L2 radius of the adversarial perturbation of an image; with vat_radius_neighbor k > 0,
     # the factor of each digit's distance to its k-th nearest training digit instead
-    vat_epsilon: float = _bounded(2.0, POSITIVE)
+    vat_epsilon: float = _bounded(2.0, SPREAD)
     # 0: one radius for every digit; k > 0: a radius per digit, vat_epsilon times its
     # distance to its k-th nearest training digit (IMSAT, Hu et al. 2017: k 10, 0.25)
     vat_radius_neighbor: int = _bounded(0, Range(ge=0, le=100))
     # finite-difference step of the power iteration (1e-6 is lost in bf16)
-    vat_xi: float = _bounded(10.0, POSITIVE)
+    vat_xi: float = _bounded(10.0, SPREAD)
     # VAT's passes through the encoder with its dropout (the first release's), or without
     # (nor updating batch norm's running statistics): q(y|x) and q(y|x + r) then differ
     # by r alone, not by two dropout masks as well
     vat_dropout: bool = True
-    entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
+    entropy_weight: float = _bounded(0.0, WEIGHT)
     # marginal entropy of q(y|x) over the unlabeled minibatch, maximised (IMSAT's second
     # half of the mutual information, Hu et al. 2017): classes or clusters used evenly
-    marginal_entropy_weight: float = _bounded(0.0, NON_NEGATIVE)
+    marginal_entropy_weight: float = _bounded(0.0, WEIGHT)
     # sample fidelity (semi_supervised and clustering; 0 = off): the decoder learns to make
     # its prior draws of class y classify as y, minimising the cross-entropy of q(y | P(z, y))
     # for z ~ p(z), y ~ Cat(n_classes), so that the class input, not the style code, sets
     # the digit a sample shows (the encoder takes no gradient from it)
-    sample_class_weight: float = _bounded(0.0, NON_NEGATIVE)
+    sample_class_weight: float = _bounded(0.0, WEIGHT)
     # epochs trained without the sample-fidelity term before it starts (a warm-up in which
     # q(y|x), the term's judge, learns first)
     sample_class_warmup: int = _bounded(0, Range(ge=0, le=10_000))
@@ -257,7 +262,7 @@ class AAEConfig:
     # from the labels, the adversary and the consistency terms alone
     reconstruction_class_grad: bool = True
     # labeled minibatch (None: batch_size)
-    labeled_batch_size: int | None = _bounded(None, AT_LEAST_1)
+    labeled_batch_size: int | None = _bounded(None, Range(ge=1, le=DATASET_DIGITS))
     # labeled images moved by up to this many pixels each step (0: off)
     label_shift: int = _bounded(0, Range(ge=0, le=8))
     # training digits changed as handwriting differs (aae.augment; all 0: off): rotation
