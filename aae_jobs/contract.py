@@ -14,6 +14,9 @@ it. Everything else they share is listed here:
   handed back to the queue (``worker.recovery``). ``lapse_key(id)`` marks when a worker
   first saw it missing; a renewal clears it.
 - ``starts_key(id)``: one entry per attempt that began training (its token).
+- ``attempts_key(id)``: a counter of the attempts that started, by the attempts
+  themselves (``JobMeta.attempts`` is its value); ``kills_key(id)``: of the attempts
+  whose process the system killed, by their worker (``worker.runner``).
 - ``datasets_key(queue)``: the datasets the queue's workers have, announced by each
   worker with every heartbeat (member: dataset name, score: when the announcement
   lapses). The API refuses a job for a dataset no live worker has announced.
@@ -97,6 +100,14 @@ def starts_key(job_id: str) -> str:
     return f"aae:job:{job_id}:starts"
 
 
+def attempts_key(job_id: str) -> str:
+    return f"aae:job:{job_id}:attempts"
+
+
+def kills_key(job_id: str) -> str:
+    return f"aae:job:{job_id}:kills"
+
+
 def restore_lock(job_id: str) -> str:
     return f"aae:job:{job_id}:restore"
 
@@ -133,7 +144,8 @@ class Stage(str, Enum):
 
     STARTING = "starting"
     LOADING_DATA = "loading data"
-    TRAINING = "training"
+    BUILDING = "building"  # the model, its optimizers, a saved state loaded
+    TRAINING = "training"  # and evaluating, at each epoch's end and the last
     PUBLISHING = "publishing"
     FINISHED = "finished"
     STOPPED = "stopped"

@@ -13,7 +13,15 @@ attempt resumes from its saved state, or finds its published version and finishe
 once); a record whose job has ended in Redis for ``RECORD_GRACE_S`` is removed.
 
 A cancel is written into the record before the stop flag is set, so a cancel survives
-a Redis that forgets it too. Only the standard library and pydantic here: the API and
+a Redis that forgets it too.
+
+A job the API answered 503 for was not accepted, and must never run, even though its
+enqueue may still reach Redis after the API gave up waiting (a paused Redis runs the
+commands it had read when it resumes). So the API marks its record ``refused``
+(``refuse``) before answering, and a worker marks the record ``started`` (``start``)
+before running the job; both under one lock, so whichever comes first decides: a refused
+job is never run (the worker fails it at once and the maintenance never queues it
+again), and a job a worker started before the API gave up is answered 202 after all. Only the standard library and pydantic here: the API and
 the workers both import this module, and the library's file primitives.
 """
 
@@ -21,12 +29,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from aae.atomic import TMP_PREFIX, replace_file
+from aae.atomic import TMP_PREFIX, file_lock, replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,12 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     sweep: str | None = None  # the sweep the job is a point of (aae_jobs.sweeps)
     request_id: str | None = None  # of the request that queued it
+    refused: bool = False  # answered 503: never to run
+    started: bool = False  # a worker began it: it can no longer be refused
+
+
+class JobRefused(Exception):
+    """The job's record says the API refused it (answered 503): it must not run."""
 
 
 def records_dir(model_dir: Path) -> Path:
@@ -76,6 +92,51 @@ def read_record(model_dir: Path, job_id: str) -> JobRecord | None:
     except (OSError, ValidationError) as exc:
         logger.error("job record %s is unreadable: %s", job_id, exc)
         return None
+
+
+@contextmanager
+def _decision(model_dir: Path) -> Iterator[None]:
+    """The lock under which a record is refused, started or otherwise rewritten."""
+    with file_lock(records_dir(model_dir) / ".decisions.lock"):
+        yield
+
+
+def update_record(model_dir: Path, job_id: str, **changes: Any) -> JobRecord | None:
+    """Rewrite the record with ``changes`` (under the decisions' lock); None if it has
+    none."""
+    with _decision(model_dir):
+        record = read_record(model_dir, job_id)
+        if record is not None:
+            record = record.model_copy(update=changes)
+            write_record(model_dir, record)
+        return record
+
+
+def refuse(model_dir: Path, job_id: str) -> JobRecord | None:
+    """The API: mark the job refused, unless a worker has started it already; returns
+    the record as it now stands (None: no record)."""
+    with _decision(model_dir):
+        record = read_record(model_dir, job_id)
+        if record is not None and not record.started:
+            record = record.model_copy(update={"refused": True})
+            write_record(model_dir, record)
+        return record
+
+
+def start(model_dir: Path, job_id: str) -> JobRecord | None:
+    """A worker, before running the job: mark its record started; raises ``JobRefused``
+    if the API refused it. A job without a record (queued by hand) just runs."""
+    with _decision(model_dir):
+        record = read_record(model_dir, job_id)
+        if record is None:
+            return None
+        if record.refused:
+            raise JobRefused(f"job {job_id} was refused when it was submitted (the API "
+                             "answered 503): it does not run")
+        if not record.started:
+            record = record.model_copy(update={"started": True})
+            write_record(model_dir, record)
+        return record
 
 
 def job_records(model_dir: Path, queue: str) -> list[JobRecord]:

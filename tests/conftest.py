@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,20 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     disk = SmallDisk(tmp_path)
     yield disk
     disk.unmount_all()
+
+
+@contextmanager
+def _paused(process: subprocess.Popen) -> Iterator[None]:
+    """The process stopped (SIGSTOP: alive, its sockets open, answering nothing) inside;
+    continued (SIGCONT) on the way out, however the block ends."""
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def paused() -> Callable[[subprocess.Popen], AbstractContextManager[None]]:
+    """``with paused(redis_server.process):`` a hung Redis (or any process) inside."""
+    return _paused

@@ -18,9 +18,14 @@ record are those of ``aae_jobs.contract``), and the fence that keeps one attempt
   dead (its worker was killed or lost) and is handed back to the queue by
   ``worker.recovery``.
 
-A running job rides out Redis outages of any length: failing to report progress, renew
-its lease or read the stop flag is logged, not raised; it confirms its fence, waiting
-for Redis, before it publishes and before it returns.
+A running job rides out Redis outages of any length, and trains on at full speed through
+them: it talks to Redis on a client of its own whose commands wait at most
+``AAE_JOB_REDIS_TIMEOUT_S`` (``control_connection``), and never from its training loop.
+The stop flag is read by a thread of its own (``StopFlag``), the progress and the step
+counts are sent by another (``Courier``, which keeps the newest of each and sends it
+when Redis answers), the lease is renewed by a third. Failing to do any of these is
+logged, not raised; the job confirms its fence, waiting for Redis, before it publishes
+and before it returns, and by then has sent everything it reported.
 """
 
 from __future__ import annotations
@@ -33,13 +38,17 @@ import time
 import uuid
 from typing import Any
 
+from collections.abc import Callable
+
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq.job import Job
 
 from aae.training import Progress
-from aae_jobs.contract import (STOP_TTL_S, JobMeta, JobProgress, fence_key, lapse_key,
-                               lease_key, starts_key, stop_key)
+from aae_jobs.contract import (STOP_TTL_S, JobMeta, JobProgress, attempts_key, fence_key,
+                               lapse_key, lease_key, starts_key, stop_key)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +88,44 @@ def lease_alive(connection: Redis, job_id: str) -> bool:
     return bool(connection.exists(lease_key(job_id)))
 
 
+def count_start(connection: Redis, job_id: str) -> int:
+    """Count an attempt's start (waiting for Redis); returns the attempt's number."""
+    def count() -> int:
+        with connection.pipeline() as pipe:
+            pipe.incr(attempts_key(job_id))
+            pipe.expire(attempts_key(job_id), STOP_TTL_S)
+            return int(pipe.execute()[0])
+    return _retry(count, f"job {job_id}: counting its start")
+
+
+def control_connection(connection: Redis, timeout_s: float) -> Redis:
+    """A client of ``connection``'s Redis whose commands wait at most ``timeout_s`` and
+    are not retried (the callers retry, or report later)."""
+    pool = connection.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout_s,
+              "socket_connect_timeout": timeout_s, "retry": Retry(NoBackoff(), 0)}
+    return Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                            **kwargs))
+
+
+class _Outage:
+    """Logs an outage's first failure and its end, not every failure in between."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.since = what, None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("cannot %s, Redis unavailable (%s): trying again meanwhile",
+                           self.what, exc)
+
+    def answered(self) -> None:
+        if self.since is not None:
+            logger.info("can %s again after %.1f s", self.what, time.monotonic() - self.since)
+            self.since = None
+
+
 class Fence:
     """This attempt's token in ``fence_key(job_id)``. ``superseded`` turns true the first
     time Redis shows another token."""
@@ -87,6 +134,7 @@ class Fence:
         self.connection, self.job_id, self.token = connection, job.id, token
         self.keys = [fence_key(job.id), job.key]
         self.superseded = False
+        self.confirmed_at = float("-inf")  # when Redis last showed this attempt's token
 
     @classmethod
     def take(cls, connection: Redis, job: Job, attempt: int) -> Fence:
@@ -106,6 +154,16 @@ class Fence:
             self.superseded = True
         if self.superseded:
             raise Superseded(f"job {self.job_id}: another attempt holds its fence")
+        self.confirmed_at = time.monotonic()
+
+    def confirmed_within(self, seconds: float) -> bool:
+        """Whether Redis showed this attempt's token less than ``seconds`` ago (the lease
+        and the reports confirm it all the time). No other attempt can start within a
+        lease of the last confirmation: the lease set with it lasts a lease, and is then
+        missed for a whole lease before the job is handed back (``worker.recovery``)."""
+        if self.superseded:
+            raise Superseded(f"job {self.job_id}: another attempt holds its fence")
+        return time.monotonic() - self.confirmed_at < seconds
 
     def check(self) -> None:
         self.run(_CHECK, [])
@@ -161,52 +219,133 @@ class Lease:
 
 
 class StopFlag:
-    """``Trainer.should_stop``: True once the service has asked the job to stop. Redis is
-    asked at most every ``interval_s`` seconds, so fast GPU steps do not wait on it."""
+    """``Trainer.should_stop``: True once the service has asked the job to stop. A thread
+    of its own asks Redis every ``interval_s`` seconds (``start``), so that the training
+    loop only reads a flag, whatever Redis does."""
 
     def __init__(self, fence: Fence, interval_s: float = 0.25) -> None:
         self.fence = fence
         self.connection, self.key = fence.connection, stop_key(fence.job_id)
         self.interval_s = interval_s
-        self._checked_at = float("-inf")
-        self._requested = False
+        self._requested = threading.Event()
+        self._outage = _Outage("read the stop flag")
+        self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._poll,), name="stop-flag", daemon=True)
+
+    def start(self) -> StopFlag:
+        """Read the flag once now (a job cancelled before it started stops before it
+        loads anything), then keep reading it from the thread."""
+        self._read()
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        try:
+            if self.connection.exists(self.key):
+                self._requested.set()
+            self._outage.answered()
+        except RedisError as exc:
+            self._outage.failed(exc)
+
+    def _poll(self) -> None:
+        while not self._requested.is_set() and not self.fence.superseded:
+            time.sleep(self.interval_s)
+            self._read()
 
     def __call__(self) -> bool:
         if self.fence.superseded:  # seen by the lease: stop computing, at once
             raise Superseded(f"job {self.fence.job_id}: another attempt holds its fence")
-        now = time.monotonic()
-        if not self._requested and now - self._checked_at >= self.interval_s:
-            self._checked_at = now
-            try:
-                self._requested = bool(self.connection.exists(self.key))
-            except RedisError as exc:
-                logger.warning("cannot read the stop flag: %s", exc)
-        return self._requested
+        return self._requested.is_set()
+
+
+class Courier:
+    """Sends a running job's reports to Redis from a thread of its own: ``send(kind,
+    call)`` keeps the newest call of each kind, and the thread makes them; one that
+    fails (Redis unavailable) is kept, unless a newer one of its kind replaced it, and
+    made again after ``retry_s``. ``drain`` waits until everything sent was made."""
+
+    def __init__(self, retry_s: float = 0.5) -> None:
+        self.retry_s = retry_s
+        self._pending: dict[str, Callable[[], None]] = {}
+        self._busy = False
+        self._superseded = False
+        self._cond = threading.Condition()
+        self._outage = _Outage("report the job's progress")
+        self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._run,), name="courier", daemon=True)
+        self._thread.start()
+
+    def send(self, kind: str, call: Callable[[], None]) -> None:
+        with self._cond:
+            self._pending[kind] = call
+            self._cond.notify_all()
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every call sent has been made (or the attempt was superseded);
+        False if ``timeout_s`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._superseded or (not self._pending and not self._busy), timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                batch, self._pending, self._busy = self._pending, {}, True
+            failed = {}
+            for kind, call in batch.items():
+                try:
+                    call()
+                except Superseded:
+                    with self._cond:
+                        self._superseded, self._busy = True, False
+                        self._cond.notify_all()
+                    return
+                except RedisError as exc:
+                    self._outage.failed(exc)
+                    failed[kind] = call
+            if not failed:
+                self._outage.answered()
+            with self._cond:
+                for kind, call in failed.items():
+                    self._pending.setdefault(kind, call)
+                self._busy = False
+                self._cond.notify_all()
+            if failed:
+                time.sleep(self.retry_s)
 
 
 class JobReport:
     """The job's meta (``JobMeta``): stage, progress, attempts and result, saved under the
-    fence on every change (a change Redis cannot take now is sent with the next one)."""
+    fence on every change by the courier, off the caller's thread (a change Redis cannot
+    take now is sent with the next one)."""
 
-    def __init__(self, job: Job, fence: Fence) -> None:
-        self.job, self.fence = job, fence
+    def __init__(self, job: Job, fence: Fence, courier: Courier) -> None:
+        self.job, self.fence, self.courier = job, fence, courier
+        self._meta_lock = threading.Lock()  # the meta is changed here, read by the courier
+        self._send_lock = threading.Lock()  # one write at a time: the last is the newest
 
-    def update(self, **fields: Any) -> None:
+    def update(self, send: bool = True, **fields: Any) -> None:
         unknown = set(fields) - set(JobMeta.model_fields)
         if unknown:
             raise ValueError(f"not fields of JobMeta: {sorted(unknown)}")
-        self.job.meta.update(fields)
-        try:
-            self.save()
-        except RedisError as exc:
-            logger.warning("cannot save the job's progress: %s", exc)
+        with self._meta_lock:
+            self.job.meta.update(fields)
+        if send:
+            self.courier.send("meta", self.save)
 
     def save(self) -> None:
-        """Write the meta under the fence; raises Superseded or RedisError."""
-        self.fence.run(_HSET, [], "meta", self.job.serializer.dumps(self.job.meta))
+        """Write the meta as it is now, under the fence; raises Superseded or RedisError."""
+        with self._send_lock:
+            with self._meta_lock:
+                payload = self.job.serializer.dumps(self.job.meta)
+            self.fence.run(_HSET, [], "meta", payload)
 
     def flush(self) -> None:
-        """``save``, waiting for Redis as long as it takes."""
+        """Everything sent, then ``save``, waiting for Redis as long as it takes."""
+        self.courier.drain()
+        if self.fence.superseded:
+            raise Superseded(f"job {self.job.id}: another attempt holds its fence")
         _retry(self.save, f"job {self.job.id}: reporting")
 
     def progress(self, progress: Progress) -> None:

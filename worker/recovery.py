@@ -8,8 +8,10 @@ and a forked job outlives a worker killed alone. The job's own lease (see
 maintenance pass a worker:
 
 - restores the jobs Redis lost (``restore_lost``): every durable record
-  (``aae_jobs.records``) whose job Redis does not know is queued again under its id;
-  records of jobs that ended long enough ago are removed;
+  (``aae_jobs.records``) whose job Redis does not know is queued again under its id,
+  unless the API refused it (answered 503); records of jobs that ended long enough ago
+  are removed, and so are the idempotency keys (``aae_jobs.idempotency``) of jobs and
+  sweeps that are gone;
 - expires, now, the registry entry of every started job whose lease has been missing
   for a whole lease (``expire_abandoned``). One look at a missing lease proves nothing:
   Redis may have just come back without it (an outage longer than a lease), or lost it.
@@ -37,9 +39,11 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 
 from aae_jobs.contract import STOP_TTL_S, lapse_key, restore_lock, stop_key
+from aae_jobs.idempotency import key_entries, remove_key
 from aae_jobs.queueing import enqueue
 from aae_jobs.records import (RECORD_GRACE_S, RESTORE_AFTER_S, job_records,
                               read_record, remove_record, remove_stale_temporaries)
+from aae_jobs.sweeps import read_sweep
 from worker.control import lease_alive
 
 logger = logging.getLogger(__name__)
@@ -111,6 +115,8 @@ def restore_lost(queue: Queue, model_dir: Path, worker_name: str) -> list[str]:
             if now - record.created_at > record.result_ttl_s:
                 remove_record(model_dir, record.id)  # ended and expired long ago
                 continue
+            if record.refused:
+                continue  # never accepted: it must not run (removed once it expires)
             if not connection.set(restore_lock(record.id), worker_name, nx=True, ex=60):
                 continue  # another worker is restoring it
             if record.cancel_requested:
@@ -133,7 +139,25 @@ def restore_lost(queue: Queue, model_dir: Path, worker_name: str) -> list[str]:
             if ended is None or now - ended.timestamp() > RECORD_GRACE_S:
                 remove_record(model_dir, record.id)
     remove_stale_temporaries(model_dir)
+    remove_forgotten_keys(queue, model_dir)
     return restored
+
+
+def remove_forgotten_keys(queue: Queue, model_dir: Path) -> None:
+    """Remove the idempotency keys of ``queue`` whose job (neither its record nor Redis
+    knows it) or sweep (its record) is gone, or whose job was refused."""
+    now = time.time()
+    for name, entry in key_entries(model_dir):
+        if entry.queue != queue.name or now - entry.created_at < RESTORE_AFTER_S:
+            continue  # a submission may be writing it
+        if entry.kind == "sweep":
+            gone = read_sweep(model_dir, entry.id) is None
+        else:
+            record = read_record(model_dir, entry.id)
+            gone = (record.refused if record is not None else
+                    not queue.connection.exists(Job.key_for(entry.id)))
+        if gone:
+            remove_key(model_dir, name)
 
 
 def _astray(queue: Queue, job_id: str) -> bool:

@@ -32,7 +32,7 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from aae.device import flush_denormals, tune_cpu_allocator
-from aae_jobs.contract import datasets_key
+from aae_jobs.contract import STOP_TTL_S, datasets_key, kills_key
 from rq.executions import Execution
 from rq.job import Job
 
@@ -71,9 +71,11 @@ class TrainingWorker(Worker):
     dead worker's lapse with it."""
 
     def __init__(self, *args: Any, lease_ttl_s: float, model_dir: Path,
-                 datasets: list[str], **kwargs: Any) -> None:
+                 datasets: list[str], max_job_kills: int = 2, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lease_ttl_s, self.model_dir = lease_ttl_s, model_dir
+        self.max_job_kills = max_job_kills
+        self._killed: dict[str, str] = {}  # job id -> why it fails: killed too often
         self.scratch_root = model_dir / SCRATCH_DIR
         self.datasets = datasets
         self.stopping = False  # asked to stop (SIGINT, SIGTERM), as opposed to giving up
@@ -86,6 +88,40 @@ class TrainingWorker(Worker):
         the lease rules."""
         super().setup_work_horse_signals()
         die_with_parent(self.worker_pid)
+
+    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int,
+                                 rusage: Any) -> None:
+        """A work horse ended by a signal it did not ask for (the out-of-memory killer,
+        ``kill -9``): count it against the job (``kills_key``); once it has been killed
+        ``max_job_kills`` times the job fails with the reason instead of running again.
+        Either way the job keeps the meta its horse wrote (RQ saves this process' copy
+        next, which predates the run)."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if not (ret_val and os.WIFSIGNALED(ret_val)):
+            return
+        number = os.WTERMSIG(ret_val)
+        try:
+            job.get_meta(refresh=True)
+            with self.connection.pipeline() as pipe:
+                pipe.incr(kills_key(job.id))
+                pipe.expire(kills_key(job.id), STOP_TTL_S)
+                kills = int(pipe.execute()[0])
+        except RedisError as exc:
+            logger.warning("job %s: cannot count its kill: %s", job.id, exc)
+            return
+        if kills >= self.max_job_kills:
+            job.retries_left = 0
+            name = signal.Signals(number).name if number in signal.valid_signals() else "?"
+            self._killed[job.id] = (
+                f"killed by signal {number} ({name}) {kills} times"
+                f"{': out of memory?' if number == signal.SIGKILL else ''} "
+                f"(AAE_MAX_JOB_KILLS is {self.max_job_kills})")
+            logger.error("job %s %s: it fails", job.id, self._killed[job.id])
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None,
+                           exc_string: str = "", execution: Execution | None = None) -> None:
+        super().handle_job_failure(job, queue, started_job_registry,
+                                   self._killed.pop(job.id, exc_string), execution)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -155,7 +191,7 @@ def make_worker(settings: WorkerSettings, connection: Redis) -> TrainingWorker:
         # a busy worker beats (and notices its horse end) every lease
         job_monitoring_interval=max(1, min(30, int(settings.lease_ttl_s))),
         lease_ttl_s=settings.lease_ttl_s, model_dir=settings.model_dir,
-        datasets=datasets(settings))
+        datasets=datasets(settings), max_job_kills=settings.max_job_kills)
 
 
 def run(settings: WorkerSettings, burst: bool = False) -> bool:

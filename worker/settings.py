@@ -34,6 +34,12 @@ class WorkerSettings(AAESettings):
     # maintenance_interval_s while idle, and at start-up), and resumes from its state
     lease_ttl_s: float = Field(30.0, gt=0)
     maintenance_interval_s: int = Field(15, ge=1)
+    # a job whose process the system kills (out of memory, ...) this many times fails
+    # with the reason instead of running again (worker.runner)
+    max_job_kills: int = Field(2, ge=1)
+    # a running job's own Redis client (worker.control): no command waits longer, so its
+    # stop flag, progress and lease ride out a hung Redis off the training loop
+    redis_timeout_s: float = Field(2.0, gt=0, validation_alias="AAE_JOB_REDIS_TIMEOUT_S")
 
 
 @lru_cache

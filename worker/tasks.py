@@ -18,8 +18,13 @@ One job publishes exactly one version, however many times it is started:
   takes effect.
 
 Exceptions propagate so that RQ records them on the job. They are not retried (a bad
-dataset fails again); only crashes are (see ``worker.recovery``). A job asked to stop
-stops between two steps and has RQ end it as ``stopped`` (see ``aae_jobs.contract``).
+dataset fails again); only crashes are (see ``worker.recovery``), and a job whose process
+the system killed ``AAE_MAX_JOB_KILLS`` times fails (``worker.runner``). A job asked to
+stop stops at the next safe point of whatever stage it is in (before loading its data,
+before building its model, between two steps, after its last evaluation, before
+publishing) and has RQ end it as ``stopped`` (see ``aae_jobs.contract``). A job whose
+record says the API refused it (answered 503) fails at once, untouched
+(``aae_jobs.records.start``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.command import send_stop_job_command
@@ -49,8 +55,10 @@ from aae.resume import load_state, save_state
 from aae.store import CheckpointStore, validate_name
 from aae.training import Progress, Trainer
 from aae_jobs import logs
+from aae_jobs import records
 from aae_jobs.contract import STOP_GRACE_S, TRAIN_TASK, JobResult, Stage
-from worker.control import Fence, JobReport, Lease, StopFlag, Superseded
+from worker.control import (Courier, Fence, JobReport, Lease, StopFlag, Superseded,
+                            control_connection, count_start)
 from worker.metrics import StepTimer
 from worker.samples import save_samples
 from worker.settings import WorkerSettings, get_settings
@@ -77,24 +85,37 @@ def train(name: str, config: dict[str, Any], dataset: str = "mnist") -> dict[str
 
 def _attempt(job: Job, name: str, config: dict[str, Any], dataset: str) -> dict[str, Any]:
     settings = get_settings()
+    records.start(settings.model_dir, job.id)  # JobRefused: answered 503, never to run
     device = torch.device(settings.device) if settings.device else default_device()
-    attempt = int(job.meta.get("attempts", 0)) + 1
-    fence = Fence.take(job.connection, job, attempt)
+    control = control_connection(job.connection, settings.redis_timeout_s)
+    attempt = count_start(control, job.id)
+    fence = Fence.take(control, job, attempt)
     Lease(fence, settings.lease_ttl_s).start()  # renewed until this process exits
-    report = JobReport(job, fence)
+    report = JobReport(job, fence, Courier())
+    stop = StopFlag(fence).start()
     logger.info("job %s: attempt %d on %s, model %s, queued by request %s", job.id, attempt,
                 device, name, job.meta.get("request_id") or "-")
     try:
         report.update(attempts=attempt, worker=job.worker_name, pid=os.getpid(),
                       stage=Stage.STARTING.value, device=str(device))
-        return _train(report, settings, device, name, AAEConfig.from_dict(config), dataset)
+        return _train(report, stop, settings, device, name, AAEConfig.from_dict(config),
+                      dataset)
     except TrainingStopped:
         report.update(stage=Stage.STOPPED.value)
-        _stop_through_rq(job)
+        _stop_through_rq(job, control)
         raise  # no worker ended this process: the job fails with TrainingStopped
     except Superseded as exc:
         _vanish(exc)
         raise  # not reached
+    except BaseException:
+        report.courier.drain(timeout_s=settings.redis_timeout_s * 2)  # its last stage
+        raise
+
+
+def _stop_point(stop: StopFlag, where: str) -> None:
+    """A safe point to stop at: raise TrainingStopped if the job was asked to stop."""
+    if stop():
+        raise TrainingStopped(f"stopped on request {where}")
 
 
 def _vanish(exc: Superseded) -> None:
@@ -106,8 +127,8 @@ def _vanish(exc: Superseded) -> None:
     os._exit(0)
 
 
-def _train(report: JobReport, settings: WorkerSettings, device: torch.device, name: str,
-           cfg: AAEConfig, dataset: str) -> dict[str, Any]:
+def _train(report: JobReport, stop: StopFlag, settings: WorkerSettings, device: torch.device,
+           name: str, cfg: AAEConfig, dataset: str) -> dict[str, Any]:
     job, fence = report.job, report.fence
     scratch = scratch_dir(settings.model_dir, job.id)
     if "result" in job.meta:  # an earlier attempt published, then died before finishing
@@ -117,12 +138,15 @@ def _train(report: JobReport, settings: WorkerSettings, device: torch.device, na
     if version is not None:
         return _finish(report, version, name)
 
+    _stop_point(stop, "before loading its data")
     report.update(stage=Stage.LOADING_DATA.value)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     data_dir, download = dataset_dir(settings, dataset)
     splits = splits_for(cfg, data_dir, download=download)
-    step_timer = StepTimer(job.connection, device.type)
+    _stop_point(stop, "after loading its data")
+    report.update(stage=Stage.BUILDING.value)
+    step_timer = StepTimer(fence.connection, device.type, report.courier)
 
     def on_progress(progress: Progress) -> None:
         report.progress(progress)
@@ -130,23 +154,25 @@ def _train(report: JobReport, settings: WorkerSettings, device: torch.device, na
             step_timer(progress)
 
     trainer = Trainer(cfg, splits, device=device, on_progress=on_progress,
-                      should_stop=StopFlag(fence),
-                      on_epoch_end=_saver(scratch, settings.checkpoint_every, report,
-                                          settings.model_dir, job.id),
+                      should_stop=stop,
+                      on_epoch_end=_saver(scratch, settings, report, job.id),
                       progress_every=settings.progress_every)
     resumed = load_state(trainer, scratch)
+    _stop_point(stop, "after building its model")
     report.update(stage=Stage.TRAINING.value, resumed_from_epoch=resumed,
                   device=str(trainer.device))
     fence.record_start()
     step_timer.start(trainer.step)
-    result = trainer.fit()
+    result = trainer.fit()  # stops between two steps; ends with the test evaluation
 
+    _stop_point(stop, "after its last evaluation")
     report.update(stage=Stage.PUBLISHING.value)
     fence.confirm("publishing")
     with _publish_lock(scratch):
         version = _published_version(store, name, job.id)
         if version is None:  # the dataset by its name, not the worker's path to it
             fence.confirm("publishing")
+            _stop_point(stop, "before publishing")  # the last point: publishing is whole
             metrics = {**result.metrics, "dataset": dataset, "job_id": job.id}
             version = publish_model(store, name, result.model, metrics, result.extras)
     return _finish(report, version, name)
@@ -164,13 +190,13 @@ def _finish(report: JobReport, version: int, name: str) -> dict[str, Any]:
     """Record the result under the fence, waiting for Redis: RQ records the job's end
     right after this returns, and needs Redis for it."""
     result = JobResult(model=name, version=version).model_dump()
-    report.job.meta.update(stage=Stage.FINISHED.value, result=result)
+    report.update(send=False, stage=Stage.FINISHED.value, result=result)
     report.flush()
     logger.info("job %s: %s version %d", report.job.id, name, version)
     return result
 
 
-def _stop_through_rq(job: Job) -> None:
+def _stop_through_rq(job: Job, connection: Redis) -> None:
     """Ask this job's worker, with RQ's stop command, to end this work horse, and wait:
     RQ then records the job as stopped and runs its ``on_stopped`` callback. The
     command is sent again every second (it is a pub/sub message: a worker that was
@@ -178,28 +204,27 @@ def _stop_through_rq(job: Job) -> None:
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline:
         try:
-            send_stop_job_command(job.connection, job.id, serializer=job.serializer)
+            send_stop_job_command(connection, job.id, serializer=job.serializer)
         except (RedisError, InvalidJobOperation) as exc:
             logger.warning("job %s: cannot ask its worker to stop it: %s", job.id, exc)
         time.sleep(1.0)
     logger.error("job %s: its worker did not stop it within %.0f s", job.id, STOP_GRACE_S)
 
 
-def _saver(scratch: Path, every: int, report: JobReport, model_dir: Path,
+def _saver(scratch: Path, settings: WorkerSettings, report: JobReport,
            job_id: str) -> Callable[[Trainer], None]:
     """``Trainer.on_epoch_end``: a grid of samples every epoch, and a resumable state
-    every ``every`` epochs (not after the last one: the model is published then), only
-    by the attempt holding the fence."""
+    every ``checkpoint_every`` epochs (not after the last one: the model is published
+    then), only by the attempt holding the fence: one Redis confirmed less than a lease
+    ago (``Fence.confirmed_within``), so that the training loop never waits on Redis."""
     def on_epoch_end(trainer: Trainer) -> None:
-        try:
-            report.fence.check()  # Superseded passes through
-        except RedisError as exc:
-            logger.warning("cannot confirm the job's fence, not saving epoch %d: %s",
-                           trainer.epoch, exc)
+        if not report.fence.confirmed_within(settings.lease_ttl_s):  # Superseded passes
+            logger.warning("the job's fence is unconfirmed for a lease (Redis?): not "
+                           "saving epoch %d", trainer.epoch)
             return
-        save_samples(trainer, model_dir, job_id)
+        save_samples(trainer, settings.model_dir, job_id)
         report.update(sample_epoch=trainer.epoch)
-        if trainer.epoch % every == 0 and trainer.step < trainer.total_steps:
+        if trainer.epoch % settings.checkpoint_every == 0 and trainer.step < trainer.total_steps:
             save_state(trainer, scratch)
             report.update(checkpoint_epoch=trainer.epoch)
     return on_epoch_end

@@ -24,7 +24,8 @@ from aae.checkpoints import load_model, publish_model
 from aae.config import AAEConfig, Mode, Precision
 from aae.model import AdversarialAutoencoder
 from aae.store import CheckpointStore
-from aae_jobs.contract import JOBS_METRICS_KEY, datasets_key
+from aae_jobs.contract import JOBS_METRICS_KEY, datasets_key, stop_key
+from aae_jobs.records import JobRecord, write_record
 from cli.embedded_redis import EmbeddedRedis
 from worker.settings import WorkerSettings
 from worker.tasks import datasets
@@ -64,6 +65,17 @@ def run(tmp_path_factory: pytest.TempPathFactory, make_workers: Callable[..., An
                       {"job_id": "already-published"})
         jobs["guarded"] = enqueue(queue, "guarded", quick_config(Mode.UNSUPERVISED),
                                   job_id="already-published")
+        # cancelled before a worker took it, the way a worker sees it (its stop key)
+        jobs["cancelled"] = enqueue(queue, "cancelled", quick_config(Mode.UNSUPERVISED))
+        queue.connection.set(stop_key(jobs["cancelled"].id), 1)
+        # answered 503 by the API, its enqueue reaching Redis anyway
+        refused = JobRecord(id="refused-job", queue="training", name="refused",
+                            config=quick_config(Mode.UNSUPERVISED).to_dict(), dataset="mnist",
+                            job_timeout_s=600, retries=2, result_ttl_s=3600,
+                            description="train refused on mnist", refused=True)
+        write_record(model_dir, refused)
+        jobs["refused"] = enqueue(queue, "refused", quick_config(Mode.UNSUPERVISED),
+                                  job_id=refused.id)
         workers = make_workers()
         worker = workers.start(redis.url, model_dir, burst=True)
         assert worker.wait(300) == 0
@@ -103,9 +115,27 @@ def test_a_failing_job_is_recorded_and_not_retried(run):
     assert "never" not in run.store.models()
 
 
+def test_a_job_cancelled_before_it_started_stops_before_loading_its_data(run):
+    job = run.jobs["cancelled"]
+    assert job.get_status() == JobStatus.STOPPED
+    assert job.meta["stage"] == "stopped" and job.meta["attempts"] == 1
+    assert job.meta.get("progress") is None  # no step taken
+    assert "cancelled" not in run.store.models()
+
+
+def test_a_refused_job_never_runs(run):
+    job = run.jobs["refused"]
+    assert job.get_status() == JobStatus.FAILED
+    assert "was refused when it was submitted" in job.latest_result().exc_string
+    assert job.meta.get("attempts") is None  # never started: not even counted
+    assert "refused" not in run.store.models()
+
+
 def test_outcomes_are_counted_by_the_callbacks(run):
     counts = {k.decode(): int(v) for k, v in run.connection.hgetall(JOBS_METRICS_KEY).items()}
-    assert counts == {"finished|cpu": len(Mode) + 1, "failed|cpu": 1}  # +1: "guarded"
+    assert counts == {"finished|cpu": len(Mode) + 1,  # +1: "guarded"
+                      "failed|cpu": 1, "stopped|cpu": 1,  # no dataset; cancelled
+                      "failed|unknown": 1}  # refused before it picked a device
 
 
 def test_the_worker_announces_its_datasets_while_it_lives(run):
