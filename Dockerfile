@@ -27,4 +27,4 @@ USER aae
 
 EXPOSE 8000
 # the API; the workers run `python -m worker` (see docker-compose.yml)
-CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--http", "service.core.connections:LimitedHTTP"]

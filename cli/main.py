@@ -193,6 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # before prometheus-client is imported: it picks its mode then)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="aae-metrics-"))
+        from service.core.connections import PROTOCOL
         from service.core.metrics import prepare_multiprocess_dir
 
         prepare_multiprocess_dir()  # no stale values of an earlier run
@@ -200,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if warning := open_door_warning(args.host):
             print(f"aae serve: warning: {warning}", file=sys.stderr, flush=True)
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers)
+                    workers=args.workers, http=PROTOCOL)  # the connection limits
     return 0
 
 

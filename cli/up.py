@@ -133,6 +133,8 @@ def _watch_redis(redis: EmbeddedRedis, state: dict[str, float]) -> None:
 def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
     """Run Redis (unless one is configured), ``workers`` workers and the API until
     interrupted, starting each again when it dies. Returns 0 after a requested stop."""
+    from service.core.connections import PROTOCOL  # the API's connection limits
+
     # our own handlers for both: a shell that starts us in the background of a script
     # hands us SIGINT ignored, and Ctrl-C or kill -INT must stop us all the same
     previous = {signum: signal.signal(signum, _interrupt)
@@ -151,7 +153,7 @@ def up(settings: CLISettings, host: str, port: int, workers: int) -> int:
                 children.append(Child(f"worker {i + 1}", [sys.executable, "-m", "worker"], env))
             children.append(Child("api", [
                 sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                "--host", host, "--port", str(port)], env))
+                "--http", PROTOCOL, "--host", host, "--port", str(port)], env))
             for child in children:
                 child.start()
             base = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"

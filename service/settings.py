@@ -38,6 +38,12 @@ class ServiceSettings(AAESettings):
     max_output_pixels: int = Field(256 * 784 * 16 * 16, ge=784)
     max_json_depth: int = Field(32, ge=2)  # nesting of a JSON body, checked before parsing
 
+    # HTTP connections (service.core.connections, uvicorn's protocol under every launcher)
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024)  # request line + header: 431
+    http_header_timeout_s: float = Field(10.0, gt=0)  # a request's header, from its start
+    http_body_timeout_s: float = Field(30.0, gt=0)  # its body, from the header's end
+    http_max_connections: int = Field(1000, ge=1)  # past it requests are answered 503
+
     # admission control: past these a request is answered 503 with Retry-After at once
     # (never computed); 0 turns each off
     max_queue: int = Field(256, ge=0)  # requests waiting per model stage (batch, encode)

@@ -69,6 +69,8 @@ def test_up_runs_redis_a_worker_and_the_api_and_stops_them_on_ctrl_c(
             children = psutil.Process(up.pid).children(recursive=True)
             names = " ".join(" ".join(p.cmdline()) for p in children)
             assert "redis-server" in names and "-m worker" in names and "uvicorn" in names
+            # the API's connection limits (service.core.connections) hold under aae up
+            assert client.get("/healthz", headers={"X-Filler": "a" * 20000}).status_code == 431
 
             submitted = client.post("/jobs/train", json={
                 "mode": "semi_supervised", "n_labels": 100, "epochs": 2, "hidden": 64,
