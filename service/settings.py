@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 
 from aae_jobs.settings import AAESettings
 
@@ -59,6 +59,19 @@ class ServiceSettings(AAESettings):
     job_result_ttl_s: int = Field(7 * 24 * 3600, ge=1)  # ended jobs stay listed this long
     job_events_poll_s: float = Field(0.5, gt=0)  # how often /jobs/{id}/events looks
     max_sweep_points: int = Field(64, ge=1)  # training jobs one POST /sweeps may queue
+    # the workers' budget: a job whose estimated peak memory or steps (aae.budget) exceed
+    # it is refused (422 naming the field and the estimate); bytes, or "8GiB"
+    max_job_memory: ByteSize = Field(ByteSize(8 * 2**30), ge=1)
+    max_job_steps: int = Field(5_000_000, ge=1)
+
+    # the job queue as the API uses it (service.jobs.breaker): no Redis command waits
+    # longer than this; one that times out (or finds Redis down) opens the breaker, and
+    # the job routes answer 503 at once for redis_breaker_s; they run on job_threads
+    # threads of their own (never the model routes'), 503 after job_wait_s without one
+    redis_timeout_s: float = Field(0.5, gt=0, validation_alias="AAE_API_REDIS_TIMEOUT_S")
+    redis_breaker_s: float = Field(5.0, gt=0)
+    job_threads: int = Field(8, ge=1)
+    job_wait_s: float = Field(0.25, gt=0)
 
     # set: submitting and cancelling jobs, moving aliases and deleting versions need
     # "Authorization: Bearer <api_key>"; inference stays open

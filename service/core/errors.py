@@ -78,6 +78,17 @@ class Overloaded(ServiceUnavailable):
         self.headers = {"Retry-After": str(max(1, retry_after_s))}
 
 
+class QueueUnavailable(ServiceUnavailable):
+    """The job queue (Redis) did not answer, or did not a moment ago: its circuit breaker
+    is open (``service.jobs.breaker``). Retry after the breaker's time."""
+
+    title = "Job queue unavailable"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(max(1, retry_after_s))}
+
+
 class Unauthorized(ServiceError):
     status = 401
     title = "Unauthorized"
@@ -222,9 +233,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisTimeoutError)
     async def _queue_down(_: Request, exc: Exception) -> JSONResponse:
         logger.error("the job queue is unreachable: %s", exc)  # the address: logs only
-        return problem(503, "Job queue unavailable",
+        return problem(503, QueueUnavailable.title,
                        "training jobs are unavailable: the job queue (Redis) cannot be "
-                       "reached; inference endpoints still serve the published models")
+                       "reached; inference endpoints still serve the published models",
+                       headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,8 +4,8 @@ Nothing here is counted in the API's processes: the queue, RQ's registries, the 
 jobs' progress (their meta) and the workers' counters (``worker/metrics.py`` writes
 them; the keys and the progress record are ``aae_jobs.contract``'s) all live in Redis,
 so every API process reports the same values, and a scrape sees the state of the
-moment. Redis being down gives ``aae_job_queue_up 0`` and no job
-metrics, never a failed scrape.
+moment. Redis being down (or its breaker open: ``service.jobs.breaker``) gives
+``aae_job_queue_up 0`` and no job metrics, never a failed or slow scrape.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from aae_jobs.contract import (JOBS_METRICS_KEY, STEPS_METRICS_KEY, TRAIN_TASK, JobMeta,
                                JobStatus)
+from service.core.errors import QueueUnavailable
 from service.jobs.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ class JobMetrics:
         up = GaugeMetricFamily("aae_job_queue_up", "Whether the job queue (Redis) answered "
                                "this scrape")
         try:
-            metrics = list(self._collect())
-        except RedisError as exc:
+            with self.jobs.breaker.guard():
+                metrics = list(self._collect())
+        except (RedisError, QueueUnavailable) as exc:
             logger.warning("job metrics unavailable: %s", exc)
             up.add_metric([], 0)
             yield up

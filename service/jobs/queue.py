@@ -15,8 +15,16 @@ to the checkpoint store, and fsynced, before it is queued in Redis; the workers 
 it again should Redis lose it, and until they have, ``GET /jobs/{id}`` reads it from
 the record (status ``queued``). A cancel is written into the record too.
 
-Redis being down surfaces as ``redis.exceptions.ConnectionError`` (503, in
-``service.core.errors``); nothing here caches Redis' answers.
+A job whose estimated memory or steps exceed the workers' budget (``aae.budget``,
+``AAE_MAX_JOB_MEMORY``, ``AAE_MAX_JOB_STEPS``) is refused (422 naming the field).
+
+The routes call Redis through ``JobQueue.run``: short socket timeouts, a circuit
+breaker and threads of their own (``service.jobs.breaker``), so that a Redis that is
+down, paused or slow gets a fast 503 with ``Retry-After`` and never holds the threads
+the other routes need. A submission answered 503 marks its record refused
+(``aae_jobs.records.refuse``): its enqueue may still reach a paused Redis later, and a
+worker then fails it at once. With an ``Idempotency-Key`` the same key and body return
+the first request's job (``aae_jobs.idempotency``). Nothing here caches Redis' answers.
 """
 
 from __future__ import annotations
@@ -25,16 +33,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from redis import Redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,15 +52,22 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
+from aae import budget
+from aae_jobs import idempotency
 from aae_jobs.contract import (ENDED, STOP_TTL_S, TRAIN_TASK, JobMeta, JobStatus,
                                datasets_key, stop_key)
 from aae_jobs.queueing import enqueue, failure_reason
-from aae_jobs.records import JobRecord, read_record, remove_record, write_record
-from service.core.errors import JobEnded, JobNotFound
+from aae_jobs.idempotency import KeyEntry, body_hash, key_name
+from aae_jobs.records import JobRecord, read_record, refuse, update_record, write_record
+from service.core.errors import JobEnded, JobNotFound, QueueUnavailable
+from service.jobs.breaker import Breaker, Calls
 from service.jobs.schemas import TrainJobCreate, TrainJobPublic
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # RQ's statuses as the API shows them: RQ's waiting states all read as queued
 _STATUS = {
@@ -78,15 +92,26 @@ class JobQueue:
         self.timeout_s, self.retries = settings.job_timeout_s, settings.job_retries
         self.result_ttl_s = settings.job_result_ttl_s
         self.model_dir = Path(settings.model_dir)
+        self.max_memory, self.max_steps = settings.max_job_memory, settings.max_job_steps
+        self.breaker = Breaker(settings.redis_breaker_s)
+        self.calls = Calls(self.breaker, settings.job_threads, settings.job_wait_s)
 
     @classmethod
     def connect(cls, settings: ServiceSettings) -> JobQueue:
         """A client for ``settings.redis_url``; it connects on first use, so the service
-        starts (and serves inference) without Redis. Requests fail fast when it is down."""
-        connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                    socket_timeout=10, health_check_interval=30,
-                                    retry=RedisRetry(ExponentialBackoff(cap=0.2, base=0.05), 1))
+        starts (and serves inference) without Redis. No command waits on Redis longer
+        than ``redis_timeout_s``, and none is retried: the breaker decides when to try
+        again."""
+        timeout = settings.redis_timeout_s
+        connection = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout,
+                                    socket_timeout=timeout, health_check_interval=30,
+                                    retry=RedisRetry(NoBackoff(), 0))
         return cls(connection, settings)
+
+    async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(*args, **kwargs)`` (one that talks to Redis), off the event loop on the
+        job routes' own threads, behind the breaker (``service.jobs.breaker``)."""
+        return await self.calls.run(call, *args, **kwargs)
 
     def close(self) -> None:
         self.connection.close()
@@ -110,6 +135,18 @@ class JobQueue:
                        f"{', '.join(sorted(announced))})", "input": params.dataset}])
         return bool(announced)
 
+    def check_budget(self, params: TrainJobCreate, loc: tuple[Any, ...] = ("body",)) -> None:
+        """Refuse (422, at ``loc`` + the field that weighs most) a job whose estimated
+        memory or steps exceed the workers' budget."""
+        try:
+            budget.check(params.config(), max_memory_bytes=self.max_memory,
+                         max_steps=self.max_steps, memory_setting="AAE_MAX_JOB_MEMORY",
+                         steps_setting="AAE_MAX_JOB_STEPS")
+        except budget.OverBudget as exc:
+            raise RequestValidationError([{
+                "type": "over_budget", "loc": (*loc, exc.field), "msg": str(exc),
+                "input": exc.estimate}]) from None
+
     def record(self, params: TrainJobCreate, dataset_checked: bool, *,
                sweep: str | None = None, request_id: str | None = None) -> JobRecord:
         """The durable record of a job for ``params`` (written by ``submit``)."""
@@ -122,25 +159,73 @@ class JobQueue:
             description=f"train {name} on {params.dataset}", sweep=sweep,
             request_id=request_id)
 
-    def submit(self, params: TrainJobCreate, request_id: str | None = None) -> TrainJobPublic:
-        """Queue the job; refuse (422) a dataset that no live worker has."""
+    def submit(self, params: TrainJobCreate, request_id: str | None = None,
+               key: str | None = None) -> tuple[TrainJobPublic, bool]:
+        """Queue the job; refuse (422) a dataset that no live worker has, or a job over
+        the budget. With an idempotency ``key``: the job an earlier request with this key
+        and body made, if any. Returns the job and whether this request made it."""
+        self.check_budget(params)
+        if key is None:
+            return self._submit(params, request_id), True
+        name = key_name(self.queue.name, "job", key)
+        body = body_hash(params.model_dump(mode="json", exclude_unset=True))
+        with idempotency.locked(self.model_dir, name):
+            entry = idempotency.read_key(self.model_dir, name)
+            if entry is not None and (earlier := self.keyed(entry, body)) is not None:
+                return earlier, False
+            return self._submit(params, request_id, lambda record: idempotency.write_key(
+                self.model_dir, name, KeyEntry(kind="job", queue=self.queue.name,
+                                               body=body, id=record.id))), True
+
+    def keyed(self, entry: KeyEntry, body: str) -> TrainJobPublic | None:
+        """The job of an idempotency key; None if the key is free again (its job was
+        refused, or has been forgotten); 422 if it was used with another body."""
+        record = read_record(self.model_dir, entry.id)
+        if record is not None and record.refused:
+            return None
+        try:
+            job = self.get(entry.id)
+        except JobNotFound:
+            return None
+        if entry.body != body:
+            raise RequestValidationError([{
+                "type": "idempotency_key_reused", "loc": ("header", "Idempotency-Key"),
+                "msg": f"this key was used for job {entry.id} with another body",
+                "input": None}])
+        return job
+
+    def _submit(self, params: TrainJobCreate, request_id: str | None,
+                written: Callable[[JobRecord], None] | None = None) -> TrainJobPublic:
         record = self.record(params, self.check_dataset(params), request_id=request_id)
         write_record(self.model_dir, record)  # durable before Redis hears of it
+        if written is not None:
+            written(record)
         return self.enqueue(record)
 
     def enqueue(self, record: JobRecord) -> TrainJobPublic:
-        """Queue a job whose record is written; if Redis refuses, the record goes too
-        (the job was not accepted: answered 503)."""
+        """Queue a job whose record is written. If Redis does not answer, the record is
+        marked refused (answered 503: never to run, even if the enqueue reaches Redis
+        later), unless a worker has started the job meanwhile: then it was accepted."""
         try:
             job = enqueue(self.queue, record)
         except RedisError:
-            remove_record(self.model_dir, record.id)
+            if not self.refuse(record.id):
+                logger.warning("job %s: Redis did not confirm its enqueue, but a worker "
+                               "has started it: accepted", record.id)
+                return _from_record(record.model_copy(update={"started": True}))
             raise
         logger.info("queued job %s: %s", job.id, record.description)
         if not record.dataset_checked:
             logger.warning("job %s: dataset %r not checked, no worker has announced its "
                            "datasets yet", job.id, record.dataset)
         return self._public(job, cancel_requested=False)
+
+    def refuse(self, job_id: str) -> bool:
+        """Mark a job refused; False if a worker had started it already."""
+        record = refuse(self.model_dir, job_id)
+        if record is not None and record.refused:
+            logger.warning("job %s refused: the job queue did not confirm it", job_id)
+        return record is None or record.refused
 
     # -- reading -------------------------------------------------------------------------
 
@@ -222,8 +307,9 @@ class JobQueue:
         last = None
         while True:
             try:
-                job = await run_in_threadpool(self.get, job_id)
-            except (RedisConnectionError, RedisTimeoutError, JobNotFound) as exc:
+                job = await self.run(self.get, job_id)
+            except (QueueUnavailable, RedisConnectionError, RedisTimeoutError,
+                    JobNotFound) as exc:
                 logger.warning("stopped following job %s: %s", job_id, exc)
                 return
             if job != last:
@@ -249,7 +335,7 @@ class JobQueue:
         if status in ENDED:
             raise JobEnded(f"job {job_id} has already ended: {status.value}")
         if record is not None:  # the cancel outlives a Redis that forgets it
-            write_record(self.model_dir, record.model_copy(update={"cancel_requested": True}))
+            update_record(self.model_dir, job_id, cancel_requested=True)
         self.connection.set(stop_key(job_id), 1, ex=STOP_TTL_S)
         if job is None:
             logger.info("asked job %s to stop (Redis lost it; it is queued again soon)",

@@ -170,11 +170,11 @@ class TrainJobPublic(BaseModel):
     dataset_checked: bool = Field(False, description="whether the dataset was checked "
                                   "against the datasets the workers announced when the "
                                   "job was queued (false: no worker had announced any)")
-    stage: str | None = Field(None, description="starting, loading data, training, "
-                              "publishing, finished or stopped")
+    stage: str | None = Field(None, description="starting, loading data, building, "
+                              "training, publishing, finished or stopped")
     progress: JobProgress | None = None
     attempts: int = Field(0, description="times a worker started it (more than one after "
-                          "a crash)")
+                          "a crash; every start counts, those the system killed too)")
     resumed_from_epoch: int | None = Field(None, description="the saved epoch the last "
                                            "attempt resumed from, if it resumed")
     samples: str | None = Field(None, description="URL of the latest grid of samples, drawn "

@@ -6,7 +6,10 @@ that its best point can be promoted like any version. Every point is checked up 
 (422 naming the point and the field); then, before anything is queued, every point's
 durable job record is written and then the sweep's record (``aae_jobs.sweeps``). The
 jobs are queued last: should the API die or Redis fail halfway, the workers queue the
-rest from their records. The workers settle the sweep (outcomes, promotion:
+rest from their records. Should Redis not answer the first enqueue, every point is
+marked refused and the sweep's record removed (answered 503: nothing runs). With an
+``Idempotency-Key`` the same key and body return the first request's sweep
+(``aae_jobs.idempotency``). The workers settle the sweep (outcomes, promotion:
 ``worker.sweeps``); the API only reads and cancels.
 """
 
@@ -21,7 +24,6 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,12 +34,14 @@ from aae.errors import AAEError
 from aae.store import CheckpointStore
 from aae.sweeps import (PointResult, TooManyPoints, expand, point_from_metrics, rank,
                         seed_groups)
+from aae_jobs import idempotency
 from aae_jobs.contract import ENDED, JobStatus
+from aae_jobs.idempotency import KeyEntry, body_hash, key_name
 from aae_jobs.queueing import enqueue
 from aae_jobs.records import remove_record, write_record
 from aae_jobs.sweeps import (SweepPoint, SweepRecord, locked, read_sweep, remove_sweep,
                              sweep_records, write_sweep)
-from service.core.errors import JobEnded, JobNotFound
+from service.core.errors import JobEnded, JobNotFound, QueueUnavailable
 from service.jobs.queue import JobQueue
 from service.jobs.schemas import TrainJobCreate, TrainJobPublic
 from service.jobs.sweep_schemas import (SeedGroupPublic, Spread, SweepCreate, SweepPointPublic,
@@ -85,16 +89,55 @@ class Sweeps:
                     raise _invalid((*loc, field), f"point {index}: no field {field!r}",
                                    point[field])
             try:
-                points.append(TrainJobCreate(**{**base, **point, "name": name}))
+                params = TrainJobCreate(**{**base, **point, "name": name})
             except ValidationError as exc:
                 error = exc.errors()[0]
                 field_loc = tuple(error.get("loc", ()))
                 raise _invalid((*loc, *field_loc), f"point {index} ({point}): "
                                f"{'.'.join(map(str, field_loc)) or 'config'}: {error['msg']}",
                                error.get("input")) from None
+            try:
+                self.jobs.check_budget(params)
+            except RequestValidationError as exc:
+                error = exc.errors()[0]
+                field = error["loc"][-1]
+                raise _invalid((*loc, field), f"point {index} ({point}): {field}: "
+                               f"{error['msg']}", error.get("input")) from None
+            points.append(params)
         return overrides, points
 
-    def submit(self, params: SweepCreate, request_id: str | None = None) -> SweepPublic:
+    def submit(self, params: SweepCreate, request_id: str | None = None,
+               key: str | None = None) -> tuple[SweepPublic, bool]:
+        """Queue the sweep's points (each checked first). With an idempotency ``key``: the
+        sweep an earlier request with this key and body made, if any. Returns the sweep
+        and whether this request made it."""
+        if key is None:
+            return self._submit(params, request_id), True
+        name = key_name(self.jobs.queue.name, "sweep", key)
+        body = body_hash(params.model_dump(mode="json", exclude_unset=True))
+        with idempotency.locked(self.model_dir, name):
+            entry = idempotency.read_key(self.model_dir, name)
+            if entry is not None and (earlier := self.keyed(entry, body)) is not None:
+                return earlier, False
+            return self._submit(params, request_id, lambda sweep_id: idempotency.write_key(
+                self.model_dir, name, KeyEntry(kind="sweep", queue=self.jobs.queue.name,
+                                               body=body, id=sweep_id))), True
+
+    def keyed(self, entry: KeyEntry, body: str) -> SweepPublic | None:
+        """The sweep of an idempotency key; None if the key is free again (its sweep was
+        refused); 422 if it was used with another body."""
+        record = read_sweep(self.model_dir, entry.id)
+        if record is None:
+            return None
+        if entry.body != body:
+            raise RequestValidationError([{
+                "type": "idempotency_key_reused", "loc": ("header", "Idempotency-Key"),
+                "msg": f"this key was used for sweep {entry.id} with another body",
+                "input": None}])
+        return self._public(record)
+
+    def _submit(self, params: SweepCreate, request_id: str | None,
+                written: Any = None) -> SweepPublic:
         overrides, points = self._points(params)
         checked = self.jobs.check_dataset(params.base)
         sweep_id = str(uuid.uuid4())
@@ -115,11 +158,13 @@ class Sweeps:
                 remove_record(self.model_dir, record.id)
             remove_sweep(self.model_dir, sweep_id)
             raise
+        if written is not None:
+            written(sweep_id)
         try:
-            self.jobs.enqueue(records[0])
-        except RedisError:  # nothing was queued: nothing accepted (503)
-            for record in records:
-                remove_record(self.model_dir, record.id)
+            self.jobs.enqueue(records[0])  # a worker that started it: accepted after all
+        except RedisError:  # not confirmed: nothing accepted (503), nothing may run
+            for record in records[1:]:
+                self.jobs.refuse(record.id)
             remove_sweep(self.model_dir, sweep_id)
             raise
         for record in records[1:]:
@@ -218,8 +263,9 @@ class Sweeps:
         last = None
         while True:
             try:
-                sweep = await run_in_threadpool(self.get, sweep_id)
-            except (RedisConnectionError, RedisTimeoutError, JobNotFound) as exc:
+                sweep = await self.jobs.run(self.get, sweep_id)
+            except (QueueUnavailable, RedisConnectionError, RedisTimeoutError,
+                    JobNotFound) as exc:
                 logger.warning("stopped following sweep %s: %s", sweep_id, exc)
                 return
             if sweep != last:

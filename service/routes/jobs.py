@@ -1,7 +1,12 @@
 """Training jobs: submit, follow, list, cancel. Thin: parse, call the job queue, shape.
 
-Jobs run on the workers; these routes only talk to Redis, so they answer 503 while it
-is down, and inference does not notice.
+Jobs run on the workers; these routes only talk to Redis, through ``JobQueue.run``: on
+threads of their own, behind a circuit breaker, so they answer 503 (with
+``Retry-After``) within a second while it is down or hung, and inference and the model
+routes do not notice.
+
+``Idempotency-Key`` on ``POST /jobs/train``: the same key and body return the job the
+first request made (200), the same key with another body is a 422.
 
 ``/jobs/{id}/events`` uses FastAPI's own server-sent events (``EventSourceResponse``,
 FastAPI 0.135): it frames the events, sets the no-cache and no-buffering headers, and
@@ -12,8 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -28,28 +32,41 @@ from service.jobs.schemas import TrainJobCreate, TrainJobPublic
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(422, 503))
 
 JobId = Annotated[str, Path(description="job id", pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    description="any string of visible ASCII characters: a request that repeats the key "
+    "and the body of an earlier one gets what that one made (200), never a second; the "
+    "same key with another body is a 422. A key lives as long as its job is known; a "
+    "request answered 503 made nothing, and its key is free")]
 
 
 @router.post("/train", status_code=202, response_model=TrainJobPublic,
-             dependencies=[RequireApiKey], responses=problem_responses(401, 403),
+             dependencies=[RequireApiKey],
+             responses={**problem_responses(401, 403),
+                        200: {"description": "the job an earlier request with this "
+                                             "Idempotency-Key and body made",
+                              "model": TrainJobPublic}},
              summary="Queue a training run; a worker trains and publishes a version")
-def submit_train_job(params: TrainJobCreate, jobs: JobQueueDep, request: Request,
-                     response: Response) -> TrainJobPublic:
-    job = jobs.submit(params, request_id.get())
+async def submit_train_job(params: TrainJobCreate, jobs: JobQueueDep, request: Request,
+                           response: Response,
+                           idempotency_key: IdempotencyKey = None) -> TrainJobPublic:
+    job, made = await jobs.run(jobs.submit, params, request_id.get(), idempotency_key)
     response.headers["Location"] = str(request.app.url_path_for("get_job", job_id=job.id))
+    if not made:
+        response.status_code = 200
     return job
 
 
 @router.get("", response_model=list[TrainJobPublic], summary="Jobs, newest first")
-def list_jobs(jobs: JobQueueDep, status: JobStatus | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[TrainJobPublic]:
-    return jobs.recent(status, limit)
+async def list_jobs(jobs: JobQueueDep, status: JobStatus | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[TrainJobPublic]:
+    return await jobs.run(jobs.recent, status, limit)
 
 
 @router.get("/{job_id}", response_model=TrainJobPublic, responses=problem_responses(404),
             summary="Status, progress, result or error of a job")
-def get_job(job_id: JobId, jobs: JobQueueDep) -> TrainJobPublic:
-    return jobs.get(job_id)
+async def get_job(job_id: JobId, jobs: JobQueueDep) -> TrainJobPublic:
+    return await jobs.run(jobs.get, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=TrainJobPublic, dependencies=[RequireApiKey],
@@ -57,8 +74,8 @@ def get_job(job_id: JobId, jobs: JobQueueDep) -> TrainJobPublic:
                         202: {"description": "running: it stops at its next step and "
                                              "publishes nothing", "model": TrainJobPublic}},
              summary="Cancel a queued job, or stop a running one")
-def cancel_job(job_id: JobId, jobs: JobQueueDep, response: Response) -> TrainJobPublic:
-    job = jobs.cancel(job_id)
+async def cancel_job(job_id: JobId, jobs: JobQueueDep, response: Response) -> TrainJobPublic:
+    job = await jobs.run(jobs.cancel, job_id)
     if job.status not in ENDED:
         response.status_code = 202
     return job
@@ -66,7 +83,7 @@ def cancel_job(job_id: JobId, jobs: JobQueueDep, response: Response) -> TrainJob
 
 async def existing_job(job_id: JobId, jobs: JobQueueDep) -> str:
     """404 or 503 before a stream starts."""
-    await run_in_threadpool(jobs.get, job_id)
+    await jobs.run(jobs.get, job_id)
     return job_id
 
 
