@@ -24,7 +24,8 @@ def test_nothing_asked_changes_nothing(x):
 
 @pytest.mark.parametrize("aug", [Augmentation(rotation=15), Augmentation(scale=0.2),
                                  Augmentation(shear=0.3), Augmentation(translation=2),
-                                 Augmentation(stroke=1.0), Augmentation(elastic=2.0)])
+                                 Augmentation(stroke=1.0), Augmentation(elastic=2.0),
+                                 Augmentation(resolution=8)])
 def test_each_change_keeps_digits_digits_and_differs_per_digit(x, aug):
     torch.manual_seed(0)
     y = augmented(x, aug)
@@ -34,10 +35,16 @@ def test_each_change_keeps_digits_digits_and_differs_per_digit(x, aug):
     assert (y.sum(1) / x.sum(1)).median() == pytest.approx(1.0, abs=0.25)  # ink kept
 
 
-def test_strokes_get_bolder_and_thinner(x):
+def test_strokes_get_bolder_by_whole_steps_and_thinner_by_half_of_one(x):
     torch.manual_seed(0)
-    ratio = augmented(x, Augmentation(stroke=1.0)).sum(1) / x.sum(1)
-    assert ratio.max() > 1.3 and ratio.min() < 0.8
+    ratio = augmented(x, Augmentation(stroke=2.0)).sum(1) / x.sum(1)
+    assert ratio.max() > 2.5 and ratio.min() < 0.8 and ratio.min() > 0.4
+
+
+def test_lower_resolution_blurs_half_the_digits(x):
+    torch.manual_seed(0)
+    changed = (augmented(x, Augmentation(resolution=8)) - x).abs().amax(1) > 1e-6
+    assert 0.3 < changed.float().mean() < 0.7
 
 
 def test_translation_moves_the_centre_of_mass_by_at_most_its_limit(x):
