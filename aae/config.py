@@ -267,14 +267,16 @@ class AAEConfig:
     label_shift: int = _bounded(0, Range(ge=0, le=8))
     # training digits changed as handwriting differs (aae.augment; all 0: off): rotation
     # in degrees, relative scale, shear factor, translation in pixels, strokes bolder or
-    # thinner (the share of a 3x3 dilation or erosion), elastic displacement in pixels,
+    # thinner (3x3 dilations or erosions, fractions blend), elastic displacement in pixels,
     # each drawn per digit up to this much either way; on the labeled digits, or on all
     augment_rotation: float = _bounded(0.0, Range(ge=0, le=45))
     augment_scale: float = _bounded(0.0, Range(ge=0, le=0.5))
     augment_shear: float = _bounded(0.0, Range(ge=0, le=1))
     augment_translation: float = _bounded(0.0, Range(ge=0, le=8))
-    augment_stroke: float = _bounded(0.0, Range(ge=0, le=1))
+    augment_stroke: float = _bounded(0.0, Range(ge=0, le=3))
     augment_elastic: float = _bounded(0.0, Range(ge=0, le=8))
+    # half the digits reduced to a side of this many pixels or more and enlarged (0: off)
+    augment_resolution: int = _bounded(0, Range(ge=0, le=28))
     augment_unlabeled: bool = False
     # the weights published: those of the epoch with the lowest validation error (the
     # validation reconstruction loss for models without a classifier), or the last epoch's
