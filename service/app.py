@@ -43,6 +43,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop_writing = logs.write_off_the_loop()  # log lines written by threads meanwhile
         torch.set_num_threads(settings.torch_threads)
         torch.seed()  # unseeded /sample draws: differ between processes and restarts
         pin_mmap_threshold()  # evicted models' weights go back to the kernel
@@ -71,6 +72,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.encoder.close()
             app.state.jobs.close()
             mark_process_dead()  # several uvicorn workers: this one's gauges go
+            stop_writing()  # what is queued is written; from here on, as logged
 
     # FastAPIOffline: FastAPI whose /docs and /redoc load packaged assets, not a CDN's
     app = FastAPIOffline(title="AAE serving", version="0.1.0", description=DESCRIPTION,
