@@ -347,6 +347,7 @@ draw.addEventListener("pointermove", (event) => {
   pen.strokeStyle = "#fff";
   pen.lineWidth = 20;
   pen.lineCap = "round";
+  pen.lineJoin = "round";  // no spikes where a stroke turns sharply
   pen.lineTo(...point(event, draw));
   pen.stroke();
 });
@@ -358,31 +359,24 @@ $("#draw-clear").addEventListener("click", () => {
   $("#prediction").textContent = "Draw a digit (white on black).";
 });
 
-function drawingPixels() {
-  // as MNIST was made: the drawing's bounding box scaled to fit 20 x 20, centred in 28 x 28
-  const full = pen.getImageData(0, 0, draw.width, draw.height).data;
-  let [left, top, right, bottom] = [draw.width, draw.height, -1, -1];
-  for (let y = 0; y < draw.height; y++) {
-    for (let x = 0; x < draw.width; x++) {
-      if (full[4 * (y * draw.width + x)] > 0) {
-        left = Math.min(left, x); right = Math.max(right, x);
-        top = Math.min(top, y); bottom = Math.max(bottom, y);
-      }
-    }
-  }
+function drawingPng() {
+  // the whole canvas as drawn: the service frames it as MNIST's digits were (aae.digits)
+  return new Promise((resolve) => draw.toBlob(resolve, "image/png"));
+}
+
+function showSeen(pixels) {
+  // the 28 x 28 input the model saw, enlarged
+  const seen = $("#seen");
+  const g = seen.getContext("2d");
+  const image = g.createImageData(28, 28);
+  pixels.forEach((v, i) => {
+    image.data.set([255 * v, 255 * v, 255 * v, 255], 4 * i);
+  });
   const small = document.createElement("canvas");
   small.width = small.height = 28;
-  const g = small.getContext("2d");
-  g.fillStyle = "#000";
-  g.fillRect(0, 0, 28, 28);
-  if (right >= left) {
-    const [w, h] = [right - left + 1, bottom - top + 1];
-    const scale = 20 / Math.max(w, h);
-    g.drawImage(draw, left, top, w, h, (28 - w * scale) / 2, (28 - h * scale) / 2,
-                w * scale, h * scale);
-  }
-  const rgba = g.getImageData(0, 0, 28, 28).data;
-  return Array.from({ length: 784 }, (_, i) => rgba[4 * i] / 255);
+  small.getContext("2d").putImageData(image, 0, 0);
+  g.imageSmoothingEnabled = false;
+  g.drawImage(small, 0, 0, seen.width, seen.height);
 }
 
 function model() {
@@ -390,15 +384,17 @@ function model() {
 }
 
 async function classifyDrawing() {
-  const pixels = drawingPixels();
-  const post = (path, accept) => fetch(`${path}?model=${model()}`, {
-    method: "POST", headers: { "Content-Type": "application/json", ...(accept || {}) },
-    body: JSON.stringify({ pixels }),
+  const png = await drawingPng();
+  const post = (path, query = "") => fetch(`${path}?model=${model()}${query}`, {
+    method: "POST", headers: { "Content-Type": "image/png" }, body: png,
   });
   if (served && ["semi_supervised", "clustering"].includes(served.mode)) {
-    const body = await (await post("/classify")).json();
+    const response = await post("/classify", "&return_input=true");
+    const body = await response.json();
+    if (!response.ok) { $("#prediction").textContent = body.detail; return; }
     $("#prediction").textContent =
       `Prediction: ${body.label} (${(100 * Math.max(...body.probabilities)).toFixed(1)}%)`;
+    showSeen(body.inputs[0]);
   } else {
     $("#prediction").textContent = "This model does not classify; its reconstruction:";
   }
