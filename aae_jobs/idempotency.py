@@ -5,9 +5,10 @@ never a second; the same key with another body is refused.
     <model_dir>/.queue/keys/<sha256 of the queue, the kind and the key>.json
 
 holds the sha256 of the request's body (as parsed: ``body_hash``) and the id it made. The
-API writes it with the job's durable record, before anything is queued, under a lock of
-its own (``locked``), so a retry sent while the first request is still in flight waits
-for its outcome. A key lives as long as the job's record does: the API forgets a key
+API writes it just before the job's durable record (so a failure to write the key, a full
+disk say, leaves no record that a worker would run; a key whose job has no record is
+free), under a lock of its own (``locked``), so a retry sent while the first request is
+still in flight waits for its outcome. A key lives as long as the job's record does: the API forgets a key
 whose job it no longer knows (expired from Redis, its record gone) or whose job it
 refused (answered 503: nothing was made, the key is free), and the workers' maintenance
 removes the files of such keys (``worker.recovery``).

@@ -43,7 +43,6 @@ from fastapi.exceptions import RequestValidationError
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
 from rq import Queue
@@ -195,20 +194,24 @@ class JobQueue:
         return job
 
     def _submit(self, params: TrainJobCreate, request_id: str | None,
-                written: Callable[[JobRecord], None] | None = None) -> TrainJobPublic:
+                keyed: Callable[[JobRecord], None] | None = None) -> TrainJobPublic:
+        """Write the idempotency key (``keyed``), then the record, then queue the job: a
+        failure before the record is written leaves no job (a key whose job has no record
+        is free), and one after it marks the record refused (``enqueue``)."""
         record = self.record(params, self.check_dataset(params), request_id=request_id)
+        if keyed is not None:
+            keyed(record)
         write_record(self.model_dir, record)  # durable before Redis hears of it
-        if written is not None:
-            written(record)
         return self.enqueue(record)
 
     def enqueue(self, record: JobRecord) -> TrainJobPublic:
-        """Queue a job whose record is written. If Redis does not answer, the record is
-        marked refused (answered 503: never to run, even if the enqueue reaches Redis
-        later), unless a worker has started the job meanwhile: then it was accepted."""
+        """Queue a job whose record is written. If Redis does not answer (or anything
+        else fails), the record is marked refused (answered 503, or whatever the failure
+        is: never to run, even if the enqueue reaches Redis later), unless a worker has
+        started the job meanwhile: then it was accepted."""
         try:
             job = enqueue(self.queue, record)
-        except RedisError:
+        except Exception:
             if not self.refuse(record.id):
                 logger.warning("job %s: Redis did not confirm its enqueue, but a worker "
                                "has started it: accepted", record.id)

@@ -3,8 +3,9 @@
 A sweep is a set of ordinary training jobs, one per point, tagged with the sweep's id,
 all publishing versions of one model (the base's name, default ``<dataset>-<mode>``), so
 that its best point can be promoted like any version. Every point is checked up front
-(422 naming the point and the field); then, before anything is queued, every point's
-durable job record is written and then the sweep's record (``aae_jobs.sweeps``). The
+(422 naming the point and the field); then, before anything is queued, the idempotency
+key (if any), every point's durable job record and then the sweep's record
+(``aae_jobs.sweeps``); a failure among them removes what was written (507, say). The
 jobs are queued last: should the API die or Redis fail halfway, the workers queue the
 rest from their records. Should Redis not answer the first enqueue, every point is
 marked refused and the sweep's record removed (answered 503: nothing runs). With an
@@ -137,7 +138,7 @@ class Sweeps:
         return self._public(record)
 
     def _submit(self, params: SweepCreate, request_id: str | None,
-                written: Any = None) -> SweepPublic:
+                keyed: Any = None) -> SweepPublic:
         overrides, points = self._points(params)
         checked = self.jobs.check_dataset(params.base)
         sweep_id = str(uuid.uuid4())
@@ -149,20 +150,20 @@ class Sweeps:
             points=[SweepPoint(index=i, overrides=o, job_id=r.id)
                     for i, (o, r) in enumerate(zip(overrides, records, strict=True))],
             rank_by=params.rank_by.value, promote=params.promote, request_id=request_id)
+        if keyed is not None:  # first: a key whose sweep has no record is free
+            keyed(sweep_id)
         try:  # every point durable before the sweep, and the sweep before any job is queued
             for record in records:
                 write_record(self.model_dir, record)
             write_sweep(self.model_dir, sweep)
-        except OSError:  # no space, say (507): nothing accepted, so no point may ever run
+        except BaseException:  # no space, say (507): nothing accepted, no point may run
             for record in records:
                 remove_record(self.model_dir, record.id)
             remove_sweep(self.model_dir, sweep_id)
             raise
-        if written is not None:
-            written(sweep_id)
         try:
             self.jobs.enqueue(records[0])  # a worker that started it: accepted after all
-        except RedisError:  # not confirmed: nothing accepted (503), nothing may run
+        except Exception:  # not confirmed (503), or another failure: nothing may run
             for record in records[1:]:
                 self.jobs.refuse(record.id)
             remove_sweep(self.model_dir, sweep_id)

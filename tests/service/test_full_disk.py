@@ -118,3 +118,35 @@ def test_a_cancel_that_cannot_be_recorded_answers_507_and_cancels_nothing(
     (record,) = job_records(disk / "models", "training")
     assert not record.cancel_requested
     assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+
+
+
+JOB = {"mode": "unsupervised", "epochs": 1}
+SWEEP = {"base": JOB, "grid": {"seed": [1]}}
+
+
+@pytest.mark.parametrize("route,body,free_pages", [
+    ("/jobs/train", JOB, 0), ("/jobs/train", JOB, 1),  # its key and record: two pages
+    ("/sweeps", SWEEP, 0), ("/sweeps", SWEEP, 1), ("/sweeps", SWEEP, 2),  # and the sweep's
+])
+def test_a_keyed_submission_that_fills_the_disk_leaves_no_job(
+        client: TestClient, disk: Path, small_disk, problem, route, body,
+        free_pages) -> None:
+    """Room for some of what an Idempotency-Key submission writes (its key, the job's
+    record, the sweep's), not all: 507, and no record is left for the workers' recovery
+    to queue (a 507 that still trains); once there is room, the key makes a job."""
+    small_disk.fill(disk)
+    model_dir = disk / "models"
+    filler = disk / ".filler"
+    os.truncate(filler, filler.stat().st_size - 4096 * free_pages)
+    check_507(client.post(route, json=body, headers={"Idempotency-Key": "k-1"}),
+              problem, disk)
+    assert job_records(model_dir, "training") == []
+    assert sweep_records(model_dir) == []
+    assert client.get("/jobs").json() == []
+    os.truncate(filler, filler.stat().st_size - 4096 * 16)
+    again = client.post(route, json=body, headers={"Idempotency-Key": "k-1"})
+    assert again.status_code == 202, again.text
+    assert len(job_records(model_dir, "training")) == 1
+    repeat = client.post(route, json=body, headers={"Idempotency-Key": "k-1"})
+    assert (repeat.status_code, repeat.json()["id"]) == (200, again.json()["id"])
