@@ -24,11 +24,14 @@ stop stops at the next safe point of whatever stage it is in (before loading its
 before building its model, between two steps, after its last evaluation, before
 publishing) and has RQ end it as ``stopped`` (see ``aae_jobs.contract``). A job whose
 record says the API refused it (answered 503) fails at once, untouched
-(``aae_jobs.records.start``).
+(``aae_jobs.records.start``). A full checkpoint store fails no job: a sample grid or a
+resumable state that finds no space is skipped with a warning, and publishing waits for
+space (tried again after 1 s, doubling to 30 s; a cancel still stops it).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -66,6 +69,8 @@ from worker.settings import WorkerSettings, get_settings
 logger = logging.getLogger(__name__)
 
 SCRATCH_DIR = ".jobs"  # under the store's root; the store ignores names starting with "."
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full store (or quota)
+NO_SPACE_WAIT_MAX_S = 30.0  # longest wait between two tries to publish on a full store
 
 
 def scratch_dir(model_dir: Path, job_id: str) -> Path:
@@ -170,11 +175,20 @@ def _train(report: JobReport, stop: StopFlag, settings: WorkerSettings, device: 
     fence.confirm("publishing")
     with _publish_lock(scratch):
         version = _published_version(store, name, job.id)
-        if version is None:  # the dataset by its name, not the worker's path to it
+        wait_s = 1.0
+        while version is None:  # the dataset by its name, not the worker's path to it
             fence.confirm("publishing")
             _stop_point(stop, "before publishing")  # the last point: publishing is whole
             metrics = {**result.metrics, "dataset": dataset, "job_id": job.id}
-            version = publish_model(store, name, result.model, metrics, result.extras)
+            try:
+                version = publish_model(store, name, result.model, metrics, result.extras)
+            except OSError as exc:  # the store left as it was (aae.store.publish)
+                if exc.errno not in NO_SPACE:
+                    raise
+                logger.warning("job %s: the checkpoint store %s is full (%s): publishing "
+                               "again in %.0f s", job.id, settings.model_dir, exc, wait_s)
+                time.sleep(wait_s)
+                wait_s = min(NO_SPACE_WAIT_MAX_S, wait_s * 2)
     return _finish(report, version, name)
 
 
@@ -222,12 +236,27 @@ def _saver(scratch: Path, settings: WorkerSettings, report: JobReport,
             logger.warning("the job's fence is unconfirmed for a lease (Redis?): not "
                            "saving epoch %d", trainer.epoch)
             return
-        save_samples(trainer, settings.model_dir, job_id)
-        report.update(sample_epoch=trainer.epoch)
+        with _unless_full(settings.model_dir, f"the samples of epoch {trainer.epoch}"):
+            save_samples(trainer, settings.model_dir, job_id)
+            report.update(sample_epoch=trainer.epoch)
         if trainer.epoch % settings.checkpoint_every == 0 and trainer.step < trainer.total_steps:
-            save_state(trainer, scratch)
-            report.update(checkpoint_epoch=trainer.epoch)
+            with _unless_full(settings.model_dir, f"the state of epoch {trainer.epoch}"):
+                save_state(trainer, scratch)
+                report.update(checkpoint_epoch=trainer.epoch)
     return on_epoch_end
+
+
+@contextmanager
+def _unless_full(model_dir: Path, what: str) -> Iterator[None]:
+    """A write the job can do without (its samples, a resumable state): on a full store
+    it is skipped with a warning (the write removed what it made), and training goes on."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        logger.warning("the checkpoint store %s is full (%s): %s not saved, training on",
+                       model_dir, exc, what)
 
 
 def _published_version(store: CheckpointStore, name: str, job_id: str) -> int | None:
