@@ -205,9 +205,22 @@ def _ink(x: np.ndarray, counts: np.ndarray, threshold: float) -> np.ndarray:
 
 def _framed(ink: np.ndarray) -> np.ndarray:
     """The ink cropped, fitted into BOX x BOX keeping its aspect ratio (Lanczos), strokes
-    bolder than any of MNIST's thinned, and placed in SIDE x SIDE with its centre of mass
-    at (CENTRE, CENTRE)."""
-    rows, cols = np.nonzero(ink)
+    bolder than any of MNIST's thinned (and the thinner ink fitted again), and placed in
+    SIDE x SIDE with its centre of mass at (CENTRE, CENTRE)."""
+    crop = _fitted(ink)
+    thinner = _thinned(crop)
+    if thinner is not crop:
+        crop = _fitted(thinner)
+    cy, cx = ndimage.center_of_mass(crop)
+    top, left = int(round(CENTRE - cy)), int(round(CENTRE - cx))
+    out = np.zeros((SIDE + 2 * BOX, SIDE + 2 * BOX), np.float32)  # room for any offset
+    out[BOX + top:BOX + top + crop.shape[0], BOX + left:BOX + left + crop.shape[1]] = crop
+    return out[BOX:BOX + SIDE, BOX:BOX + SIDE]
+
+
+def _fitted(ink: np.ndarray) -> np.ndarray:
+    """The ink's bounding box, scaled to BOX pixels on its longer side."""
+    rows, cols = np.nonzero(ink > 0.02)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     h, w = crop.shape
     scale = BOX / max(h, w)
@@ -215,12 +228,7 @@ def _framed(ink: np.ndarray) -> np.ndarray:
     if size != (w, h):
         crop = np.asarray(Image.fromarray(crop).resize(
             size, Image.Resampling.LANCZOS), np.float32)
-    crop = _thinned(np.clip(crop, 0.0, 1.0))
-    cy, cx = ndimage.center_of_mass(crop)
-    top, left = int(round(CENTRE - cy)), int(round(CENTRE - cx))
-    out = np.zeros((SIDE + 2 * BOX, SIDE + 2 * BOX), np.float32)  # room for any offset
-    out[BOX + top:BOX + top + crop.shape[0], BOX + left:BOX + left + crop.shape[1]] = crop
-    return out[BOX:BOX + SIDE, BOX:BOX + SIDE]
+    return np.clip(crop, 0.0, 1.0)
 
 
 def stroke_width(ink: np.ndarray) -> float:

@@ -4,6 +4,7 @@
     aae models
     aae store verify   # every version's files against its manifest
     aae figure manifold --model digits -o manifold.png
+    aae classify photo.jpg drawing.png --model digits   # made MNIST's way, as the API does
     aae sweep run --labels 100 --grid seed=1,2,3   # or: submit, list, show
     aae up          # Redis (embedded unless REDIS_URL is set), a worker and the API
     aae worker      # one training worker on the job queue
@@ -163,6 +164,42 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Image files classified by a published version, from the store directly, each made
+    into a model input as the API makes uploads (``aae.digits``); ``--normalize none``
+    takes the pixels as they are. ``--show-input`` prints the 28x28 input as text."""
+    import numpy as np
+    import torch
+
+    from aae import digits
+    from aae.checkpoints import load_model
+
+    store = CheckpointStore(args.model_dir or get_settings().model_dir)
+    info, model = load_model(store, args.model, args.version)
+    if not model.cfg.has_categorical:
+        raise AAEError(f"{info.name} version {info.version} is a {model.cfg.mode.value} "
+                       "model and has no categorical code to classify with")
+    failed = 0
+    for path in args.files:
+        try:
+            grey = digits.read_image(path.read_bytes())
+            x = digits.normalize(grey) if args.normalize == "mnist" else digits.resized(grey)
+        except (OSError, AAEError) as exc:
+            print(f"{path}: {exc}")
+            failed += 1
+            continue
+        with torch.no_grad():
+            probabilities = model.classify(torch.from_numpy(x.reshape(1, -1)))[0]
+        label = int(probabilities.argmax())
+        print(f"{path}: {label} ({100 * float(probabilities[label]):.1f}%)")
+        if args.show_input:
+            shades = np.array(list(" .:-=+*#%@"))
+            for row in np.minimum((x * 10).astype(int), 9):
+                print("  " + "".join(shades[row]))
+    print(f"(read by {info.name} version {info.version})")
+    return 1 if failed else 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     for name in PRESETS:
         marker = " (default)" if name == DEFAULT_PRESET else ""
@@ -277,6 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="styles, interpolate: draws the codes")
     figure.add_argument("--scale", type=int, default=2, help="enlarge each pixel (default 2)")
     figure.set_defaults(func=cmd_figure)
+
+    classify = commands.add_parser("classify", help="classify image files with a published "
+                                   "version (made MNIST's way, as the API makes uploads)")
+    classify.add_argument("files", nargs="+", type=Path, help="PNG, JPEG, ... of one digit each")
+    classify.add_argument("--model", required=True, help="model name")
+    classify.add_argument("--version", help="number or alias (default: production, else "
+                          "latest)")
+    classify.add_argument("--normalize", choices=["mnist", "none"], default="mnist",
+                          help="mnist (default): find, crop, fit and centre the digit; none: "
+                          "the pixels as they are, resized to 28x28")
+    classify.add_argument("--show-input", action="store_true",
+                          help="print the 28x28 input the model saw")
+    classify.add_argument("--model-dir", type=Path, help="checkpoint store (default "
+                          "$AAE_MODEL_DIR)")
+    classify.set_defaults(func=cmd_classify)
 
     sweep.add_parser(commands, add_config_arguments)
 

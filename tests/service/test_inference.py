@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from aae.checkpoints import load_model, publish_model
 from aae.config import Precision
@@ -729,3 +730,64 @@ def test_reconstruct_refuses_a_label_for_models_that_infer_the_class(client, ima
     response = client.post("/reconstruct?model=plain&label=3",
                            files={"file": ("d.png", image_files.png(), "image/png")})
     assert "takes no label" in problem(response, 422)["detail"]
+
+
+# -- uploads made MNIST's way ---------------------------------------------------------------
+
+
+def photo(image_files, i: int) -> bytes:
+    """Digit ``i`` as a phone might see it: dark ink on light grey paper, lit from one
+    side, small and off-centre in a 160x120 JPEG."""
+    rows, cols = np.mgrid[0:120, 0:160]
+    page = 0.75 + 0.15 * cols / 160 - 0.05 * rows / 120
+    ink = np.asarray(image_files.picture(i).resize((42, 42), Image.Resampling.BICUBIC),
+                     np.float32) / 255
+    page[60:102, 20:62] -= 0.6 * ink
+    out = io.BytesIO()
+    Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8)).save(out, "JPEG",
+                                                                       quality=80)
+    return out.getvalue()
+
+
+def test_a_photo_of_a_digit_is_read_as_the_digit_itself(client, store, image_files):
+    ids = range(12)
+    photos = client.post("/classify?return_input=true",
+                         files=multipart(*(photo(image_files, i) for i in ids),
+                                         content_type="image/jpeg"))
+    assert photos.status_code == 200, photos.text
+    seen = torch.tensor(photos.json()["inputs"])
+    assert seen.shape == (12, 784)
+    for x in seen.reshape(12, 28, 28).numpy():  # each framed as MNIST's: about 20 tall or
+        rows, cols = np.nonzero(x > 0.05)       # wide (faint stroke ends drop out with the
+        assert 17 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 21  # paper), centred by mass
+        assert np.allclose(ndimage.center_of_mass(x), (14, 14), atol=0.75)
+    labels = [p["label"] for p in photos.json()["predictions"]]
+    clean = client.post("/classify", files=multipart(*(image_files.png(i) for i in ids)))
+    same = sum(a == b["label"] for a, b in zip(labels, clean.json()["predictions"]))
+    raw = client.post("/classify?normalize=none", files=multipart(
+        *(photo(image_files, i) for i in ids), content_type="image/jpeg")).json()
+    same_raw = sum(a["label"] == b["label"] for a, b in zip(raw["predictions"],
+                                                            clean.json()["predictions"]))
+    assert same >= 10 and same > same_raw + 3, (same, same_raw)
+
+
+def test_json_pixel_rows_are_taken_as_sent_unless_asked(client, image_files):
+    moved = np.roll(image_files.picture(0), 6, axis=1)  # off-centre by 6 pixels
+    pixels = (np.asarray(moved, np.float32) / 255).ravel().tolist()
+    as_sent = client.post("/encode?return_input=true", json={"pixels": pixels}).json()
+    assert as_sent["inputs"][0] == pytest.approx(pixels)
+    framed = client.post("/encode?return_input=true&normalize=mnist",
+                         json={"pixels": pixels}).json()
+    torch.testing.assert_close(torch.tensor(framed["inputs"][0]), image_files.pixels(0),
+                               atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("route", ["/classify", "/encode", "/score", "/reconstruct"])
+def test_a_blank_upload_is_a_422_not_a_guess(client, image_files, problem, route):
+    blank = io.BytesIO()
+    Image.new("L", (64, 64), 180).save(blank, "PNG")
+    response = client.post(route, files=multipart(image_files.png(0), blank.getvalue()))
+    problem(response, 422, "image 1: no digit found: the image is blank (no ink against the "
+            "background)")
+    assert client.post(route + "?normalize=none",
+                       files=multipart(blank.getvalue())).status_code == 200
