@@ -37,6 +37,7 @@ from aae.config import AAEConfig, Mode
 from aae.data import load_splits
 from aae.store import CheckpointStore
 from aae.training import Trainer
+from service.core.connections import PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,17 +77,30 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
 
 
 class Server:
-    def __init__(self, app: str, env: dict[str, str], workers: int, factory: bool) -> None:
+    """A uvicorn process; ``access_log``: at ``--log-level info`` with its access log on,
+    the lines written to ``log`` (a file, as under a supervisor), else warnings only;
+    ``http``: uvicorn's ``--http`` (the service's is ``PROTOCOL``, as ``aae serve`` runs it)."""
+
+    def __init__(self, app: str, env: dict[str, str], workers: int, factory: bool,
+                 access_log: bool = False, http: str | None = None,
+                 log: Path | None = None) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port",
-               str(self.port), "--workers", str(workers), "--log-level", "warning",
-               "--no-access-log"]
+               str(self.port), "--workers", str(workers)]
+        cmd += ["--log-level", "info"] if access_log else ["--log-level", "warning",
+                                                           "--no-access-log"]
         if factory:
             cmd.append("--factory")
+        if http:
+            cmd += ["--http", http]
         if workers > 1:  # as `aae serve --workers` does: metrics shared through files
             self.metrics_dir = tempfile.mkdtemp(prefix="aae-bench-metrics-")
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
+        out = log.open("ab") if log is not None else None
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
+                                     stderr=subprocess.STDOUT if out else None)
+        if out is not None:
+            out.close()
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, path: str) -> None:
@@ -111,6 +125,7 @@ def wrk(url: str, concurrency: int, duration: int, lua: Path | None) -> dict[str
         cmd += ["-s", str(lua)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{non2xx.group(1)} failed requests against {url}:\n{out}")
@@ -119,7 +134,7 @@ def wrk(url: str, concurrency: int, duration: int, lua: Path | None) -> dict[str
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    return {"rps": rps, "p50": percentile("50"), "p99": percentile("99")}
+    return {"rps": rps, "p50": percentile("50"), "p99": percentile("99"), "requests": requests}
 
 
 def measure(server: Server, endpoint: str, concurrency: list[int], duration: int,
@@ -149,7 +164,7 @@ def main() -> None:
     runs = [(label, app, factory, ready, 1) for label, app, factory, ready in servers]
     runs += [("service", servers[0][1], True, "/readyz", w) for w in args.workers]
     for label, app, factory, ready, workers in runs:
-        server = Server(app, env, workers, factory)
+        server = Server(app, env, workers, factory, http=PROTOCOL if factory else None)
         try:
             server.wait_ready(ready)
             for endpoint in ("classify", "sample"):
