@@ -196,7 +196,7 @@ def aae_flags(path: tuple[str, ...]) -> frozenset[str]:
 def aae_subcommands(path: tuple[str, ...]) -> frozenset[str]:
     """Subcommands from the usage line: argparse writes them ``{a,b,c} ...``."""
     usage = aae_help(path).split("\n\n")[0]
-    listed = re.search(r"\{([\w,-]+)\} \.\.\.", usage)
+    listed = re.search(r"\{([\w,-]+)\}\s+\.\.\.", usage)  # the line may wrap before ...
     return frozenset(listed.group(1).split(",")) if listed else frozenset()
 
 
