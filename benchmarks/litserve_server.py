@@ -1,7 +1,8 @@
 """The same model served by LitServe: a baseline of benchmarks/compare_revisions.py.
 
-``POST /classify`` with a multipart PNG upload (field ``file``), answered as the service
-answers (label and probabilities), with LitServe's dynamic batching set as the service's
+``POST /classify`` with a multipart PNG upload (field ``file``), made into the model's
+input as the service makes uploads (``aae.digits``: found, cropped, fitted and centred
+MNIST's way), answered as the service answers (label and probabilities), with LitServe's dynamic batching set as the service's
 defaults (64 images, 2 ms), one inference worker on the CPU with one torch thread, one
 API server process, its default queue (``fast_queue``, ZeroMQ, gave half the requests per
 second here: 420 against 884 at concurrency 64). Configured by BENCH_MODEL_DIR and
@@ -13,15 +14,13 @@ BENCH_MODEL; ready when ``/health`` answers 200.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 
 import litserve as ls
-import numpy as np
 import torch
-from PIL import Image
 
 from aae.checkpoints import load_model
+from aae.digits import normalize, read_image
 from aae.store import CheckpointStore
 
 
@@ -35,8 +34,7 @@ class Classify(ls.LitAPI):
     def decode_request(self, request):  # noqa: ANN001, ANN201
         upload = request["file"]
         data = upload.file.read() if hasattr(upload, "file") else upload
-        image = Image.open(io.BytesIO(data)).convert("L").resize((28, 28))
-        return torch.from_numpy(np.asarray(image, dtype=np.float32).reshape(784) / 255)
+        return torch.from_numpy(normalize(read_image(data)).reshape(784))
 
     def batch(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(inputs)
