@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from aae.errors import (AAEError, AliasInUse, CapabilityError, CheckpointCorrupt,
                         CheckpointDamaged, CheckpointNotFound, InvalidInput, InvalidName,
@@ -272,6 +273,14 @@ def install(app: FastAPI) -> None:
                        f"({exc.strerror or 'no space left on device'}): nothing was "
                        "changed; free space there (AAE_MODEL_DIR) and retry",
                        store=str(root))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # the client hung up mid-body (or its body read timed out): nobody reads this
+        # answer; logged as what it is, not as an internal error
+        logger.info("client disconnected before its %s %s body was read", request.method,
+                    request.url.path)
+        return problem(400, "Client disconnected", "the request body did not arrive")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -26,8 +26,8 @@ DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # the setting's default, left as it is
 
 
 class Server:
-    def __init__(self, port: int, process: subprocess.Popen) -> None:
-        self.port, self.process = port, process
+    def __init__(self, port: int, process: subprocess.Popen, log: Path) -> None:
+        self.port, self.process, self.log = port, process, log
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
@@ -50,7 +50,7 @@ def server(template_store: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port",
                                     str(port)], cwd=ROOT, env=env, stdout=out, stderr=out)
-    server = Server(port, process)
+    server = Server(port, process, log)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -178,6 +178,12 @@ def test_a_half_sent_body_is_answered_408_at_its_timeout(server):
     assert status_of(response) == 408 and b"AAE_HTTP_BODY_TIMEOUT_S" in response
     assert BODY_TIMEOUT_S - 0.2 < elapsed < BODY_TIMEOUT_S + 1
     assert server.get().status_code == 200
+    # the app saw the client's body end short: logged as that, not as an internal error
+    deadline = time.monotonic() + 5
+    while "client disconnected" not in (log := server.log.read_text()):
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.1)
+    assert "unexpected error" not in log and "Traceback" not in log
 
 
 def test_a_slow_upload_within_its_time_and_a_keep_alive_pause_are_served(server,
