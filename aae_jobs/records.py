@@ -21,13 +21,18 @@ commands it had read when it resumes). So the API marks its record ``refused``
 (``refuse``) before answering, and a worker marks the record ``started`` (``start``)
 before running the job; both under one lock, so whichever comes first decides: a refused
 job is never run (the worker fails it at once and the maintenance never queues it
-again), and a job a worker started before the API gave up is answered 202 after all. Only the standard library and pydantic here: the API and
-the workers both import this module, and the library's file primitives.
+again), and a job a worker started before the API gave up is answered 202 after all.
+Both decisions are empty files beside the record (``<job id>.refused``,
+``<job id>.started``), like the store's tombstones: made on a full disk too (they need
+an inode, no block), so a worker starts a job and the API refuses one whatever space is
+left. Only the standard library and pydantic here: the API and the workers both import
+this module, and the library's file primitives.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from aae.atomic import TMP_PREFIX, file_lock, replace_file
+from aae.atomic import FILE_MODE, TMP_PREFIX, file_lock, fsync_dir, replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +89,34 @@ def write_record(model_dir: Path, record: JobRecord) -> None:
 
 
 def read_record(model_dir: Path, job_id: str) -> JobRecord | None:
+    """The record, with its decisions (``refused``, ``started``: its own fields or the
+    empty files beside it)."""
     try:
         text = (records_dir(model_dir) / f"{job_id}.json").read_text(encoding="utf-8")
-        return JobRecord.model_validate_json(text)
+        record = JobRecord.model_validate_json(text)
     except FileNotFoundError:
         return None
     except (OSError, ValidationError) as exc:
         logger.error("job record %s is unreadable: %s", job_id, exc)
         return None
+    return record.model_copy(update={
+        decision: getattr(record, decision) or _decision_file(model_dir, job_id,
+                                                              decision).exists()
+        for decision in DECISIONS})
+
+
+DECISIONS = ("refused", "started")
+
+
+def _decision_file(model_dir: Path, job_id: str, decision: str) -> Path:
+    return records_dir(model_dir) / f"{job_id}.{decision}"
+
+
+def _decide(model_dir: Path, job_id: str, decision: str) -> None:
+    """Make the decision's empty file, durably (no block needed: a full disk too)."""
+    path = _decision_file(model_dir, job_id, decision)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    fsync_dir(path.parent)
 
 
 @contextmanager
@@ -118,8 +143,8 @@ def refuse(model_dir: Path, job_id: str) -> JobRecord | None:
     with _decision(model_dir):
         record = read_record(model_dir, job_id)
         if record is not None and not record.started:
+            _decide(model_dir, job_id, "refused")
             record = record.model_copy(update={"refused": True})
-            write_record(model_dir, record)
         return record
 
 
@@ -134,8 +159,8 @@ def start(model_dir: Path, job_id: str) -> JobRecord | None:
             raise JobRefused(f"job {job_id} was refused when it was submitted (the API "
                              "answered 503): it does not run")
         if not record.started:
+            _decide(model_dir, job_id, "started")
             record = record.model_copy(update={"started": True})
-            write_record(model_dir, record)
         return record
 
 
@@ -151,6 +176,8 @@ def job_records(model_dir: Path, queue: str) -> list[JobRecord]:
 
 def remove_record(model_dir: Path, job_id: str) -> None:
     (records_dir(model_dir) / f"{job_id}.json").unlink(missing_ok=True)
+    for decision in DECISIONS:
+        _decision_file(model_dir, job_id, decision).unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(model_dir: Path, older_than_s: float = 600.0) -> None:

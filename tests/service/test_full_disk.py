@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from redis import Redis
 
-from aae_jobs.records import job_records
+from aae_jobs.records import job_records, read_record
 from aae_jobs.sweeps import sweep_records
 from cli.embedded_redis import EmbeddedRedis
 from service.app import create_app
@@ -150,3 +151,21 @@ def test_a_keyed_submission_that_fills_the_disk_leaves_no_job(
     assert len(job_records(model_dir, "training")) == 1
     repeat = client.post(route, json=body, headers={"Idempotency-Key": "k-1"})
     assert (repeat.status_code, repeat.json()["id"]) == (200, again.json()["id"])
+
+
+def test_a_503_on_a_full_disk_still_marks_its_record_refused(disk: Path, small_disk,
+                                                             problem) -> None:
+    """Redis holds the enqueue past the API's timeout (``CLIENT PAUSE ... WRITE``: reads
+    answer) on a store with room for the job's record and nothing more: the 503 must
+    still mark the record refused (an empty file, no block needed), or a late enqueue
+    would run a job whose client was told 503."""
+    with EmbeddedRedis() as redis, TestClient(create_app(service_settings(
+            disk / "models", redis_url=redis.url, redis_breaker_s=0.5)),
+            client=LOOPBACK) as client:
+        small_disk.fill(disk)
+        filler = disk / ".filler"
+        os.truncate(filler, filler.stat().st_size - 4096)
+        Redis.from_url(redis.url).client_pause(1500, all=False)
+        problem(client.post("/jobs/train", json=JOB), 503)
+    (record,) = job_records(disk / "models", "training")
+    assert read_record(disk / "models", record.id).refused

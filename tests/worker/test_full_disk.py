@@ -1,7 +1,8 @@
 """A full checkpoint store under a real worker process: the store on a real tmpfs filled to
-its last byte (the kernel's own ENOSPC) before the job starts. The job trains on (its
-sample grids and resumable states are skipped), waits to publish until there is space,
-and then publishes one whole version; a cancel still stops it while it waits."""
+its last byte (the kernel's own ENOSPC) before the job starts. The job starts (its record
+marked started with no block to spare), trains on (its sample grids and resumable states
+are skipped), waits to publish until there is space, and then publishes one whole
+version; a cancel still stops it while it waits."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rq.serializers import JSONSerializer
 from aae.config import AAEConfig, Mode, Precision
 from aae.store import CheckpointStore
 from aae_jobs.contract import stop_key
+from aae_jobs.records import JobRecord, read_record, write_record
 
 QUICK = AAEConfig(mode=Mode.UNSUPERVISED, epochs=2, hidden=64, validation_size=300,
                   precision=Precision.FP32)
@@ -29,10 +31,13 @@ def test_a_job_on_a_full_store_trains_on_and_waits_to_publish(
     root = small_disk.mount(16 << 20)
     model_dir = root / "models"
     model_dir.mkdir()
-    small_disk.fill(root)
     queue = Queue("training", connection=Redis.from_url(redis_server.url),
                   serializer=JSONSerializer)
     job = enqueue_train(queue, "full", QUICK)
+    write_record(model_dir, JobRecord(  # as the API accepted it
+        id=job.id, queue="training", name="full", config=QUICK.to_dict(), dataset="mnist",
+        job_timeout_s=600, retries=2, result_ttl_s=3600, description="train full"))
+    small_disk.fill(root)  # the worker marks the record started on a full disk
     log = tmp_path / "worker.log"
     workers.start(redis_server.url, model_dir, log=log)
 
@@ -51,6 +56,7 @@ def test_a_job_on_a_full_store_trains_on_and_waits_to_publish(
     assert "is full" in text and "publishing again in" in text
     store = CheckpointStore(model_dir)
     assert "full" not in store.models()
+    assert read_record(model_dir, job.id).started
 
     if then == "space freed":
         (root / ".filler").unlink()
