@@ -427,20 +427,25 @@ def main() -> int:
             probe(client, version, damaged_answers)
         time.sleep(2.0)  # the last scratch clean-ups
         client.close()
-    finally:
+    except BaseException:
         system.stop()
+        system.unmount()
+        raise
+    system.stop()
 
-    store = CheckpointStore(system.model_dir)
-    versions: Counter[str | None] = Counter()
-    found_damaged = []
-    for version in store.versions(MODEL) if MODEL in store.models() else []:
-        versions[store.info(MODEL, version).metrics.get("job_id")] += 1
-        if not store.verify(MODEL, version).ok:
-            found_damaged.append(version)
-    leftovers = list(system.model_dir.rglob(".tmp-*"))
-    leftovers += [p for p in (system.model_dir / ".jobs").glob("*")
-                  if p.name in final and final[p.name][0] in ("finished", "failed")]
-    system.unmount()
+    try:
+        store = CheckpointStore(system.model_dir)
+        versions: Counter[str | None] = Counter()
+        found_damaged = []
+        for version in store.versions(MODEL) if MODEL in store.models() else []:
+            versions[store.info(MODEL, version).metrics.get("job_id")] += 1
+            if not store.verify(MODEL, version).ok:
+                found_damaged.append(version)
+        leftovers = list(system.model_dir.rglob(".tmp-*"))
+        leftovers += [p for p in (system.model_dir / ".jobs").glob("*")
+                      if p.name in final and final[p.name][0] in ("finished", "failed")]
+    finally:
+        system.unmount()
 
     statuses = Counter(s for s, _, _ in final.values())
     failed = Counter(reason(e) for s, e, _ in final.values() if s == "failed")
