@@ -55,17 +55,16 @@ PRESETS: dict[str, dict[Mode, dict[str, Any]]] = {
         # marginal entropy the 10-D code folded a third of the 5s into the 3s on one of
         # three label draws; with the 2-D N(0, 5^2) code (the fifth round's default):
         # 2.91% ± 0.05% validation error, 2.64% ± 0.05% test, seeds 1-3, 20 epochs.
-        # The labeled digits are also changed as handwriting differs (aae.augment: up to
-        # 15 degrees of rotation, 15% of scale, 0.2 of shear, strokes bolder or thinner,
-        # elastic distortion of 1.5 pixels): 1.82% validation error against 2.36% (seed 1,
-        # "Twelfth round"), and the uploads of benchmarks/wild_digits.py read better
+        # Augmenting the labeled digits as handwriting differs (aae.augment: rotation
+        # 15 degrees, scale 0.15, shear 0.2, strokes 0.7, elastic 1.5 pixels) did better
+        # on seeds 1-3 (1.82%, 2.01%, 1.65% validation error) but merged 4 and 9 on the
+        # held-out seed 101 (10.08% test, where this recipe got 1.65%): not the default
+        # until that is understood ("Twelfth round")
         Mode.SEMI_SUPERVISED: {"vat_weight": 1.0, "vat_epsilon": 0.5, "vat_xi": 1.0,
                                "vat_dropout": False, "encoder_batch_norm": True,
                                "ema_decay": 0.999, "z_dim": 10, "prior_std": 1.0,
                                "marginal_entropy_weight": 0.4, "label_shift": 2,
-                               "augment_rotation": 15.0, "augment_scale": 0.15,
-                               "augment_shear": 0.2, "augment_stroke": 0.7,
-                               "augment_elastic": 1.5, "epochs": 20},
+                               "epochs": 20},
         # 30 clusters labelled by the paper's rule, as in its headline result, trained with
         # IMSAT's terms beside the adversaries (Hu et al. 2017: VAT at a radius per digit,
         # conditional and marginal entropy of q(y|x)), batch norm and the moving average;
