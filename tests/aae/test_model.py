@@ -128,7 +128,7 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
     ({"dropout_encoder": 1.0}, "dropout_encoder"),
     ({"mode": "semi_supervised", "n_labels": 105}, "multiple of 10"),
     ({"mode": "unsupervised", "n_labels": 100}, "only meaningful"),
-    ({"lr_reconstruction": 0}, "positive"),
+    ({"lr_reconstruction": 0}, r"in \(0, 10\]"),
     ({"prior": "cauchy"}, "prior must be one of gaussian, mixture"),
     ({"keep_best": "yes"}, "keep_best must be true or false"),
     ({"vat_dropout": 1}, "vat_dropout must be true or false"),

@@ -15,7 +15,9 @@ from rq.serializers import JSONSerializer
 from aae.config import AAEConfig, Precision
 from aae.store import CheckpointStore
 
-CONFIG = AAEConfig(hidden=64, batch_size=20, epochs=100, max_steps=1000, validation_size=300,
+# long enough that training outlasts the pause on a quiet machine too (1,000 steps took
+# 1.7 s of training there: no report could come 2 s past the one before the pause)
+CONFIG = AAEConfig(hidden=64, batch_size=20, epochs=100, max_steps=5000, validation_size=300,
                    precision=Precision.FP32)
 PAUSE_S = 2.0
 
@@ -42,10 +44,10 @@ def test_a_job_trains_on_through_a_hung_redis_and_publishes_after(
     rate_across = (after["step"] - before["step"]) / (after["elapsed_s"] - before["elapsed_s"])
     assert rate_across > 0.5 * rate_before, (rate_across, rate_before)
 
-    wait_for(lambda: job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED), timeout=60,
+    wait_for(lambda: job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED), timeout=120,
              what="the job to end")
     assert job.get_status() == JobStatus.FINISHED, job.latest_result().exc_string
     job.refresh()
     assert job.meta["result"] == {"model": "steady", "version": 1}
-    assert job.meta["progress"]["step"] == 1000 and job.meta["attempts"] == 1
+    assert job.meta["progress"]["step"] == 5000 and job.meta["attempts"] == 1
     assert CheckpointStore(tmp_path / "models").versions("steady") == [1]
