@@ -59,6 +59,7 @@ def test_translation_moves_the_centre_of_mass_by_at_most_its_limit(x):
 @pytest.mark.parametrize("unlabeled", [False, True])
 def test_training_with_augmented_digits_learns(fixture_data_dir, unlabeled):
     cfg = AAEConfig(mode=Mode.SEMI_SUPERVISED, n_labels=200, epochs=4, validation_size=300,
-                    augment_rotation=10, augment_stroke=0.5, augment_unlabeled=unlabeled)
+                    hidden=256, augment_rotation=10, augment_stroke=0.5,
+                    augment_unlabeled=unlabeled)
     result = Trainer(cfg, splits_for(cfg, fixture_data_dir)).fit()
     assert result.metrics["test_error"] < 0.45  # chance is 0.90
