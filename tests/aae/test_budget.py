@@ -49,7 +49,7 @@ def test_the_memory_estimate_bounds_what_training_takes(mode, hidden, batch, opt
     and the rest (the data, loaded before, is the small committed fixture here)."""
     labels = ", n_labels=100" if mode in (Mode.SEMI_SUPERVISED, Mode.SUPERVISED) else ""
     script = textwrap.dedent(f"""
-        import resource, torch
+        import torch
         from aae.config import AAEConfig, Mode, Optimizer, Precision
         from aae.data import splits_for
         from aae.training import Trainer
@@ -57,12 +57,17 @@ def test_the_memory_estimate_bounds_what_training_takes(mode, hidden, batch, opt
                         optimizer=Optimizer("{optimizer.value}"), max_steps=3,
                         validation_size=300, precision=Precision.FP32{labels})
         splits = splits_for(cfg, "{fixture_data_dir}", download=False)
-        # the resident memory now, not the peak so far: loading the data may have peaked
-        # higher than it holds, and that peak would hide the training's
-        with open("/proc/self/statm") as statm:
-            before = int(statm.read().split()[1]) * resource.getpagesize()
+        # the peak reset to the resident memory now (Linux: clear_refs 5), so that neither
+        # the data's loading peak nor its freed buffers count: then the training's peak
+        def status(field):
+            with open("/proc/self/status") as lines:
+                line = next(l for l in lines if l.startswith(field + ":"))
+            return int(line.split()[1]) * 1024
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        before = status("VmRSS")
         Trainer(cfg, splits, device="cpu").fit()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+        print(status("VmHWM") - before)
     """)
     grew = int(subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True,
                               capture_output=True, text=True,
